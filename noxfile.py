@@ -1,0 +1,73 @@
+"""Sessions: ``lint``, ``tests`` (everything), and one per backend.
+
+Every session installs with pip under ``constraints.txt`` (CPU torch, tensorflow-cpu).
+The Keras tests run once per Keras backend, each in its own pytest process, because
+Keras fixes its backend at import time.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+
+PYTHON = None  # the interpreter nox runs under
+CONSTRAINTS = ("-c", "constraints.txt")
+TEST_DEPS = ("pytest", "hypothesis", "adamp==0.3.0")
+TORCH = ("torch",)
+KERAS_TF = ("keras", "tensorflow-cpu")
+JAX = ("jax",)
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _install(session: nox.Session, *extra: str) -> None:
+    session.install(*CONSTRAINTS, "-e", ".", *TEST_DEPS, *extra)
+
+
+def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
+    session.run("pytest", *args, *session.posargs, env=env)
+
+
+def _keras(session: nox.Session, backend: str) -> None:
+    _pytest(session, "tests/keras", env={"KERAS_BACKEND": backend})
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format check) and mypy over src/."""
+    session.install(*CONSTRAINTS, "-e", ".", "ruff", "mypy", *TORCH, "keras")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite: core, torch, and the Keras tests on every Keras backend."""
+    _install(session, *TORCH, *KERAS_TF, *JAX)
+    _pytest(session, "tests", "--ignore=tests/keras")
+    for backend in KERAS_BACKENDS:
+        _keras(session, backend)
+
+
+@nox.session(python=PYTHON)
+def core(session: nox.Session) -> None:
+    """NumPy reference tests only (with the authors' package as oracle)."""
+    _install(session, *TORCH)
+    _pytest(session, "tests/core")
+
+
+@nox.session(python=PYTHON)
+def torch(session: nox.Session) -> None:
+    """PyTorch adapter tests."""
+    _install(session, *TORCH)
+    _pytest(session, "tests/torch")
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("backend", KERAS_BACKENDS)
+def keras(session: nox.Session, backend: str) -> None:
+    """Keras adapter tests on one Keras backend."""
+    _install(session, *TORCH, *KERAS_TF, *JAX)
+    _keras(session, backend)
