@@ -122,11 +122,17 @@ class AdamP(_NumpyOptimizer[AdamPState]):
         *,
         check_finite: bool = False,
     ) -> None:
-        hparams = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-            delta=delta, wd_ratio=wd_ratio, nesterov=nesterov,
+        hparams: dict[str, Any] = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            nesterov=nesterov,
         )
         validate_adamp_hparams(**hparams)
+        hparams["betas"] = (float(betas[0]), float(betas[1]))
         super().__init__(params, hparams, check_finite)
 
     def _zero_state(self, param: Array) -> AdamPState:
@@ -173,9 +179,16 @@ class SGDP(_NumpyOptimizer[SGDPState]):
         *,
         check_finite: bool = False,
     ) -> None:
-        hparams = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio, variant=variant,
+        hparams: dict[str, Any] = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            eps=eps,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            variant=variant,
         )
         validate_sgdp_hparams(**hparams)
         super().__init__(params, hparams, check_finite)

@@ -163,8 +163,9 @@ def _rows(x: np.ndarray) -> np.ndarray:
 def _remove_component(x: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Rows of ``x`` minus their projection on the matching rows of ``direction``."""
     sq = np.sum(direction * direction, axis=1, keepdims=True)
-    coef = np.divide(np.sum(x * direction, axis=1, keepdims=True), sq, where=sq > 0,
-                     out=np.zeros_like(sq))
+    coef = np.divide(
+        np.sum(x * direction, axis=1, keepdims=True), sq, where=sq > 0, out=np.zeros_like(sq)
+    )
     return x - coef * direction
 
 
@@ -265,19 +266,28 @@ def _run_config(
         for step in range(steps):
             ref_params = reference.get_params()
             got_params = [np.asarray(p) for p in candidate.get_params()]
-            ref_grads = [case_gradient(c, p.astype(np.float64), step, seed).astype(dtype)
-                         for c, p in zip(cases, ref_params)]
-            got_grads = [case_gradient(c, p.astype(np.float64), step, seed).astype(dtype)
-                         for c, p in zip(cases, got_params)]
+            ref_grads = [
+                case_gradient(c, p.astype(np.float64), step, seed).astype(dtype)
+                for c, p in zip(cases, ref_params)
+            ]
+            got_grads = [
+                case_gradient(c, p.astype(np.float64), step, seed).astype(dtype)
+                for c, p in zip(cases, got_params)
+            ]
             reference.step(ref_grads)
             candidate.step(got_grads)
-            for i, (c, taken) in enumerate(zip(cases, reference.optimizer.last_branches)):
+            for c, taken in zip(cases, reference.optimizer.last_branches):
                 if taken != c.branch:
                     raise AssertionError(
                         f"suite defect: case {c.name} took branch {taken} at step {step}, "
                         f"built for {c.branch}"
                     )
-            for i, (r, g) in enumerate(zip(reference.get_params(), candidate.get_params())):
+            got_params = list(candidate.get_params())
+            if len(got_params) != len(cases):
+                raise ValueError(
+                    f"get_params() returned {len(got_params)} arrays, not {len(cases)}"
+                )
+            for i, (r, g) in enumerate(zip(reference.get_params(), got_params)):
                 r64 = np.asarray(r, dtype=np.float64)
                 g64 = np.asarray(g, dtype=np.float64)
                 if g64.shape != r64.shape:
@@ -293,11 +303,21 @@ def _run_config(
     results = []
     for i, case in enumerate(cases):
         value, tol = _metric(dtype, float(worst_abs[i]), float(worst_rel[i]))
-        results.append(CaseResult(
-            backend, optimizer, config, dtype, case.name, case.branch,
-            float(worst_abs[i]), float(worst_rel[i]), tol,
-            passed=error is None and value <= tol, error=error,
-        ))
+        results.append(
+            CaseResult(
+                backend,
+                optimizer,
+                config,
+                dtype,
+                case.name,
+                case.branch,
+                float(worst_abs[i]),
+                float(worst_rel[i]),
+                tol,
+                passed=error is None and value <= tol,
+                error=error,
+            )
+        )
     return results
 
 
@@ -333,8 +353,19 @@ def run_conformance(
     for optimizer in optimizers:
         for dtype in dtypes:
             for config, hparams in configs[optimizer].items():
-                results.extend(_run_config(factory, backend, optimizer, config, dict(hparams),
-                                           dtype, cases, steps, seed))
+                results.extend(
+                    _run_config(
+                        factory,
+                        backend,
+                        optimizer,
+                        config,
+                        dict(hparams),
+                        dtype,
+                        cases,
+                        steps,
+                        seed,
+                    )
+                )
     return results
 
 
@@ -376,14 +407,26 @@ def summarize(results: Iterable[CaseResult]) -> list[SummaryRow]:
 
 def format_table(rows: Iterable[SummaryRow]) -> str:
     """A fixed-width text table of summary rows."""
-    header = ("backend", "optimizer", "dtype", "branch", "worst abs", "worst rel", "tol",
-              "result")
+    header = ("backend", "optimizer", "dtype", "branch", "worst abs", "worst rel", "tol", "result")
     lines = [header]
     for r in rows:
         verdict = "pass" if r.passed else ("ERROR" if r.errors else "FAIL")
+        if r.runs == 0:  # an error row (e.g. a backend that failed to load): nothing measured
+            lines.append((r.backend, r.optimizer, r.dtype, r.branch, "-", "-", "-", verdict))
+            continue
         tol = f"{r.tol:.0e} " + ("abs" if r.dtype == "float64" else "rel")
-        lines.append((r.backend, r.optimizer, r.dtype, r.branch, f"{r.max_abs:.2e}",
-                      f"{r.max_rel:.2e}", tol, verdict))
+        lines.append(
+            (
+                r.backend,
+                r.optimizer,
+                r.dtype,
+                r.branch,
+                f"{r.max_abs:.2e}",
+                f"{r.max_rel:.2e}",
+                tol,
+                verdict,
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))

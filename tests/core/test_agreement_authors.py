@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from oracles import AuthorsUnderTest, authors_configs
 
 from adamp_core.testing import CASES, FLOAT32_REL_TOL, FLOAT64_ABS_TOL, run_conformance, summarize
+from oracles import AuthorsUnderTest, authors_configs
 
 pytest.importorskip("adamp")
 
@@ -15,8 +15,12 @@ pytest.importorskip("adamp")
 def test_reference_matches_authors(optimizer: str, dtype: str) -> None:
     configs = authors_configs()
     results = run_conformance(
-        AuthorsUnderTest, backend="adamp-0.3.0", optimizers=[optimizer], dtypes=[dtype],
-        configs=configs, steps=25,
+        AuthorsUnderTest,
+        backend="adamp-0.3.0",
+        optimizers=[optimizer],
+        dtypes=[dtype],
+        configs=configs,
+        steps=25,
     )
     assert len(results) == len(CASES) * len(configs[optimizer])
     errors = {r.error for r in results if r.error}

@@ -1,0 +1,1 @@
+"""Optimizer-step benchmarks for adamp-optimizers (run ``python -m benchmarks --help``)."""

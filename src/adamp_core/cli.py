@@ -1,0 +1,119 @@
+"""Command line: ``python -m adamp_core check`` and ``python -m adamp_core demo``.
+
+Also installed as the ``adamp-optimizers`` console script.
+
+``check`` runs the conformance suite (:mod:`adamp_core.testing`) against the NumPy
+reference and every installed backend and exits non-zero on any failure.
+``demo`` runs the paper's 2-D toy and a small training run and writes a report folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m adamp_core",
+        description="AdamP/SGDP reference: conformance check and demo.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser(
+        "check",
+        help="check every installed backend against the NumPy reference",
+        description="Run the conformance suite (fixed seeded cases forcing the channel, "
+        "layer and no-projection branches; AdamP and SGDP; float32 and float64) against "
+        "the NumPy reference and every backend announced under the 'adamp_core.backends' "
+        "entry point group. Exit status 1 on any failure or error.",
+    )
+    check.add_argument("--backend", action="append", default=[], metavar="NAME",
+                       help="run only this backend (repeatable); see --list")
+    check.add_argument("--factory", metavar="MODULE:ATTR",
+                       help="check only your own implementation: a conformance factory "
+                       "(see adamp_core.testing) or a Backend")
+    check.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    check.add_argument("--steps", type=int, default=20, help="steps per run (default 20)")
+    check.add_argument("--strict", action="store_true",
+                       help="fail when a backend is skipped because its framework is missing")
+    check.add_argument("--list", action="store_true", help="list the backends and exit")
+    check.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the paper's 2-D toy and a small training run, written to a report folder",
+        description="Runs the 2-D toy (NumPy only), then trains a small conv net with "
+        "batch normalization on scikit-learn's digits with SGD vs SGDP and AdamW vs AdamP "
+        "in every installed framework, and writes plots, a markdown summary and JSON.",
+    )
+    demo.add_argument("--out", default="adamp-demo", help="report folder (default ./adamp-demo)")
+    demo.add_argument("--quick", action="store_true",
+                      help="smoke run: 1 epoch on a subset, short toy")
+    demo.add_argument("--epochs", type=int, default=None,
+                      help="training epochs (default 15, 1 with --quick)")
+    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    demo.add_argument("--framework", action="append", default=[], metavar="NAME",
+                      help="train only with this framework (repeatable): torch, keras")
+    demo.add_argument("--no-train", action="store_true", help="run the toy only")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import (
+        Discovery,
+        backend_from_factory,
+        discover_backends,
+        format_report,
+        run_check,
+        write_json,
+    )
+    from .plugins import LoadError, describe
+
+    if args.factory:
+        try:
+            discovery = Discovery(backends=[backend_from_factory(args.factory)])
+        except Exception as exc:
+            discovery = Discovery(errors=[LoadError(args.factory, describe(exc))])
+    else:
+        discovery = discover_backends()
+    if args.list:
+        for b in discovery.backends:
+            env = " ".join(f"{k}={v}" for k, v in b.env.items())
+            print(f"{b.name}  dtypes={','.join(b.dtypes)}" + (f"  env: {env}" if env else ""))
+        for e in discovery.errors:
+            print(f"{e.name}  ERROR: {e.message}")
+        for e in discovery.skipped:
+            print(f"{e.name}  not installed: {e.message}")
+        return 0 if not discovery.errors else 1
+    report = run_check(discovery, only=args.backend, steps=args.steps, strict=args.strict,
+                       in_child=args.child, progress=None if args.child else _say)
+    if args.json:
+        write_json(report, args.json)
+    if not args.child:
+        print(format_report(report))
+    return 0 if report.passed else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    report = run_demo(out=args.out, quick=args.quick, epochs=args.epochs, seed=args.seed,
+                      frameworks=args.framework, train=not args.no_train, progress=_say)
+    print(report.summary_text)
+    return 0 if report.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args)
+    return _demo(args)

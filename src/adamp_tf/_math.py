@@ -1,0 +1,104 @@
+"""The AdamP/SGDP update of one variable in ``keras.ops``, backend-neutral and traceable.
+
+There is no Python branching on tensor values: the branch (channel view, layer view or
+none) is chosen with ``ops.where``, so the same code runs eagerly, under
+``jit_compile=True`` on TensorFlow, under JAX's ``jit`` and on the torch backend. The
+math is the NumPy reference's (``adamp_core.functional``), with the channel rows indexed
+by ``channel_axes`` instead of PyTorch's axis 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from keras import ops
+
+from .axes import Axes
+
+__all__ = ["compute_dtype", "densify", "project", "decay_factor"]
+
+Tensor = Any
+
+
+def compute_dtype(dtype: str) -> str:
+    """The dtype the update is computed in: float32 for 16-bit variables, else their own."""
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def densify(gradient: Tensor) -> Tensor:
+    """A dense tensor for ``gradient``; ``tf.IndexedSlices`` (Embedding) are scattered.
+
+    The projection needs every row of the gradient (the decision is a max over rows and
+    every row of the update is projected), so sparse gradients are made dense here, as
+    PyTorch's dense Embedding gradients are.
+    """
+    if type(gradient).__name__ == "IndexedSlices":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(gradient)
+    return gradient
+
+
+def project(
+    param: Tensor,
+    grad: Tensor,
+    update: Tensor,
+    channel_axes: Axes,
+    *,
+    delta: float,
+    wd_ratio: float,
+    eps: float,
+) -> tuple[Tensor, Tensor | float]:
+    """Remove the radial part of ``update`` if ``param`` looks scale-invariant.
+
+    Args:
+        param, grad, update: tensors of one shape and dtype.
+        channel_axes: the axes that index the channel rows; ``()`` never projects.
+        delta: the threshold; a view passes when ``max |cos(grad row, param row)|``
+            is below ``delta / sqrt(row length)``.
+        wd_ratio: weight decay factor returned when a view passes.
+        eps: added to norms (``Pn = P / (|P| + eps)``) and the floor of the cosine's
+            norms (``max(|x|, eps)``, PyTorch's ``cosine_similarity``).
+
+    Returns:
+        ``(projected update, ratio)``: ratio is ``wd_ratio`` (a scalar tensor) where a
+        view passed, else 1.
+    """
+    if not channel_axes:
+        return update, 1.0
+    shape = tuple(int(d) for d in param.shape)
+    dtype = param.dtype
+    row_axes = tuple(a for a in range(len(shape)) if a not in channel_axes)
+    row_len = math.prod(shape[a] for a in row_axes)
+    size = math.prod(shape)
+
+    def rows(x: Tensor) -> Tensor:
+        return ops.sum(x, axis=row_axes, keepdims=True)
+
+    # One pass of row sums serves both views: the layer sums are sums of the row sums.
+    pp_c, gg_c, pg_c, pu_c = (rows(param * param), rows(grad * grad), rows(param * grad),
+                              rows(param * update))
+    pp_l, gg_l, pg_l, pu_l = (ops.sum(pp_c), ops.sum(gg_c), ops.sum(pg_c), ops.sum(pu_c))
+    eps_t = ops.cast(eps, dtype)
+
+    def cosine(pp: Tensor, gg: Tensor, pg: Tensor) -> Tensor:
+        return ops.abs(pg) / (ops.maximum(ops.sqrt(gg), eps_t) * ops.maximum(ops.sqrt(pp), eps_t))
+
+    def radial_coef(pp: Tensor, pu: Tensor) -> Tensor:
+        denom = ops.sqrt(pp) + eps_t
+        return (pu / denom) / denom
+
+    channel_ok = ops.max(cosine(pp_c, gg_c, pg_c)) < ops.cast(delta / math.sqrt(row_len), dtype)
+    layer_ok = cosine(pp_l, gg_l, pg_l) < ops.cast(delta / math.sqrt(size), dtype)
+    zero = ops.zeros_like(pu_c)
+    coef = ops.where(channel_ok, radial_coef(pp_c, pu_c),
+                     ops.where(layer_ok, radial_coef(pp_l, pu_l) + zero, zero))
+    projected = ops.logical_or(channel_ok, layer_ok)
+    ratio = ops.where(projected, ops.cast(wd_ratio, dtype), ops.cast(1.0, dtype))
+    return update - param * coef, ratio
+
+
+def decay_factor(lr: Tensor, weight_decay: float, ratio: Tensor | float, dtype: str) -> Tensor:
+    """``1 - lr * weight_decay * ratio`` in ``dtype`` (decoupled decay, scaled by the ratio)."""
+    return ops.cast(1.0, dtype) - lr * ops.cast(weight_decay, dtype) * ratio

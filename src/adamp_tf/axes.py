@@ -1,0 +1,128 @@
+"""Which axes of a Keras variable play PyTorch's output-channel axis (axis 0).
+
+AdamP's channel view has one row per output channel. PyTorch stores the output channel
+first; Keras stores kernels with the output channel last. This module decides, once per
+variable and from its shape and path alone, which Keras axes index the rows, so that the
+row length (and with it the ``delta / sqrt(n)`` threshold) equals PyTorch's:
+
+========================================  =====================  ==================
+variable (Keras layer)                    Keras shape            channel axes
+========================================  =====================  ==================
+Conv1D/2D/3D, Dense, ConvNDTranspose,     ``(..., out)``         last
+LSTM/GRU/SimpleRNN kernels, any other
+kernel of rank >= 2
+Embedding ``embeddings``                  ``(vocab, dim)``       first
+DepthwiseConv/SeparableConv               ``(kh, kw, in, mult)`` last two
+``depthwise_kernel``
+MultiHeadAttention query/key/value        ``(d, heads, dim)``    last two
+``kernel`` (rank 3)
+vectors and scalars (bias, BatchNorm...)  ``(n,)``               never projected
+========================================  =====================  ==================
+
+A user override (``channel_axes=`` on :class:`adamp_tf.AdamP` / :class:`adamp_tf.SGDP`)
+wins over these defaults; see :data:`ChannelAxesOverride`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+__all__ = [
+    "Axes",
+    "AxesSpec",
+    "ChannelAxesOverride",
+    "default_channel_axes",
+    "resolve_channel_axes",
+    "normalize_axes",
+]
+
+#: Normalised channel axes: sorted, non-negative; ``()`` means "never project".
+Axes = tuple[int, ...]
+
+#: What a user may give for one variable: an int, a sequence of ints (negative counts
+#: from the end), or ``None`` / ``()`` for "never project this variable".
+AxesSpec = Union[int, Sequence[int], None]
+
+#: The ``channel_axes`` argument of the optimizers. Either
+#:
+#: * a mapping ``{regex: axes}``: the first regex (in insertion order) found by
+#:   :func:`re.search` in the variable's path (``"conv2d/kernel"``; its name when it has
+#:   no path) decides; variables no regex matches get the default rule; or
+#: * a callable ``f(variable) -> axes``: its result decides; returning the string
+#:   ``"default"`` falls back to the default rule.
+#:
+#: In both, ``axes`` is an :data:`AxesSpec`; ``None`` or ``()`` turns projection off for
+#: that variable (it is then treated like a bias: plain AdamW/SGD step, full decay).
+ChannelAxesOverride = Union[Mapping[str, AxesSpec], Callable[[Any], Any], None]
+
+_DEPTHWISE = re.compile(r"depthwise_kernel$")
+_EMBEDDING = re.compile(r"embeddings$")
+_ATTENTION_QKV = re.compile(r"(^|/)(query|key|value)/kernel$")
+
+
+def normalize_axes(axes: AxesSpec, ndim: int) -> Axes:
+    """Turn a user axes spec into sorted non-negative axes (``()``: never project).
+
+    Raises:
+        ValueError: an axis out of range, repeated, or all axes named (no row left).
+    """
+    if axes is None or ndim < 2:
+        return ()
+    items = [axes] if isinstance(axes, int) else list(axes)
+    out = []
+    for a in items:
+        if isinstance(a, bool) or not isinstance(a, int) or not -ndim <= a < ndim:
+            raise ValueError(f"channel axis {a!r} is invalid for a variable of rank {ndim}")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"channel axes {axes!r} repeat an axis")
+    if len(out) >= ndim and out:
+        raise ValueError(f"channel axes {axes!r} leave no axis for the rows (rank {ndim})")
+    return tuple(sorted(out))
+
+
+def default_channel_axes(shape: Sequence[int], path: str) -> Axes:
+    """The default rule (table in the module docstring) for a variable of ``shape``.
+
+    Args:
+        shape: the variable's shape.
+        path: its Keras path (``"embedding/embeddings"``) or name.
+    """
+    ndim = len(shape)
+    if ndim < 2:
+        return ()
+    if _EMBEDDING.search(path):
+        return (0,)
+    if _DEPTHWISE.search(path) or (ndim == 3 and _ATTENTION_QKV.search(path)):
+        return (ndim - 2, ndim - 1)
+    return (ndim - 1,)
+
+
+def variable_path(variable: Any) -> str:
+    """The variable's Keras path, falling back to its name (raw backend variables)."""
+    path = getattr(variable, "path", None)
+    if path is None:
+        path = str(getattr(variable, "name", ""))
+    return str(path).split(":")[0]
+
+
+def resolve_channel_axes(variable: Any, override: ChannelAxesOverride = None) -> Axes:
+    """The channel axes of ``variable``: the user override if it decides, else the default.
+
+    Args:
+        variable: a Keras variable (anything with ``shape`` and ``path`` or ``name``).
+        override: see :data:`ChannelAxesOverride`; ``None`` uses the default rule only.
+    """
+    shape = tuple(int(d) for d in variable.shape)
+    path = variable_path(variable)
+    if callable(override):
+        spec = override(variable)
+        if not (isinstance(spec, str) and spec == "default"):
+            return normalize_axes(spec, len(shape))
+    elif override is not None:
+        for pattern, spec in override.items():
+            if re.search(pattern, path):
+                return normalize_axes(spec, len(shape))
+    return default_channel_axes(shape, path)
