@@ -29,7 +29,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -65,6 +66,8 @@ ENTRY_POINT_GROUP = "adamp_core.backends"
 #: The reference against itself: always available, and a sanity check of the suite.
 NUMPY_BACKEND = Backend("numpy", numpy_factory)
 
+OPTIMIZERS = ("AdamP", "SGDP")
+
 #: Hidden flag telling the child process not to spawn children of its own.
 CHILD_FLAG = "--child"
 
@@ -77,6 +80,8 @@ class Discovery:
     errors: list[LoadError] = field(default_factory=list)
     #: Entry points skipped because an optional framework is not installed.
     skipped: list[LoadError] = field(default_factory=list)
+    #: Backend name -> the entry point that announced it.
+    origin: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,8 +98,10 @@ class CheckReport:
     def rows(self) -> list[SummaryRow]:
         """Summary rows: measured rows first, then one error row per load error."""
         rows = summarize(self.results)
-        rows += [SummaryRow(e.name, "-", "-", "-", math.nan, math.nan, math.nan, False, 0,
-                            [e.message]) for e in self.errors]
+        rows += [
+            SummaryRow(e.name, "-", "-", "-", math.nan, math.nan, math.nan, False, 0, [e.message])
+            for e in self.errors
+        ]
         return rows
 
     @property
@@ -123,19 +130,29 @@ def _as_backends(value: object, source: str) -> list[Backend]:
 
 def discover_backends(
     entry_points: Iterable[metadata.EntryPoint] | None = None,
+    *,
+    only_entry_points: Collection[str] | None = None,
 ) -> Discovery:
     """The NumPy backend plus every backend announced under :data:`ENTRY_POINT_GROUP`.
 
     Args:
         entry_points: the entry points to load; default: those installed in the group.
+        only_entry_points: load only the entry points with these names (a child process
+            loads only the one that announced its backend). Default: all.
     """
+    if entry_points is None:
+        entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    if only_entry_points is not None:
+        entry_points = [ep for ep in entry_points if ep.name in only_entry_points]
     loaded = load_entry_points(ENTRY_POINT_GROUP, entry_points)
     found = Discovery(backends=[NUMPY_BACKEND], errors=loaded.errors, skipped=loaded.skipped)
     for name, announce in loaded.objects.items():
         try:
             if not callable(announce):
                 raise TypeError(f"{announce!r} is not callable")
-            found.backends += _as_backends(announce(), f"entry point {name!r}")
+            announced = _as_backends(announce(), f"entry point {name!r}")
+            found.backends += announced
+            found.origin.update((b.name, name) for b in announced)
         except Exception as exc:
             record = LoadError(name, f"entry point {name!r}: {describe(exc)}")
             own = getattr(announce, "__module__", None) or name
@@ -166,21 +183,38 @@ def _env_satisfied(backend: Backend) -> bool:
     return all(os.environ.get(k) == v for k, v in backend.env.items())
 
 
-def _run_in_child(backend: Backend, steps: int) -> CheckReport:
+def _run_in_child(backend: Backend, steps: int, origin: str | None) -> CheckReport:
     """Run ``backend`` in ``python -m adamp_core check`` with its environment."""
     with tempfile.TemporaryDirectory(prefix="adamp-check-") as tmp:
         path = os.path.join(tmp, "report.json")
-        cmd = [sys.executable, "-m", "adamp_core", "check", "--backend", backend.name,
-               "--json", path, "--steps", str(steps), CHILD_FLAG]
+        cmd = [
+            sys.executable,
+            "-m",
+            "adamp_core",
+            "check",
+            "--backend",
+            backend.name,
+            "--json",
+            path,
+            "--steps",
+            str(steps),
+            CHILD_FLAG,
+        ]
+        if origin is not None:
+            cmd += ["--entry-point", origin]
         env = {**os.environ, **backend.env}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if not os.path.exists(path):
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            return CheckReport(errors=[LoadError(
-                backend.name,
-                f"child process ({' '.join(f'{k}={v}' for k, v in backend.env.items())}) "
-                f"exited with {proc.returncode} and no report: " + " | ".join(tail),
-            )])
+            return CheckReport(
+                errors=[
+                    LoadError(
+                        backend.name,
+                        f"child process ({' '.join(f'{k}={v}' for k, v in backend.env.items())}) "
+                        f"exited with {proc.returncode} and no report: " + " | ".join(tail),
+                    )
+                ]
+            )
         return read_json(path)
 
 
@@ -204,44 +238,72 @@ def run_check(
             child process itself; it then reports an env mismatch as an error).
         progress: called with a line of text before each backend.
     """
-    report = CheckReport(errors=list(discovery.errors), skipped=list(discovery.skipped),
-                         steps=steps, strict=strict)
+    report = CheckReport(
+        errors=list(discovery.errors), skipped=list(discovery.skipped), steps=steps, strict=strict
+    )
     backends = discovery.backends
     if only:
         known = {b.name for b in backends} | {e.name for e in report.errors + report.skipped}
         for name in only:
             if name not in known:
-                report.errors.append(LoadError(
-                    name, f"no backend named {name!r}; found: {', '.join(sorted(known))}"))
+                report.errors.append(
+                    LoadError(name, f"no backend named {name!r}; found: {', '.join(sorted(known))}")
+                )
         backends = [b for b in backends if b.name in only]
-        report.errors = [e for e in report.errors if e.name in only]
-        report.skipped = [e for e in report.skipped if e.name in only]
+        if all(name in known for name in only):  # else keep every load error: it may say why
+            report.errors = [e for e in report.errors if e.name in only]
+            report.skipped = [e for e in report.skipped if e.name in only]
     for backend in backends:
+        started = time.perf_counter()
         here = _env_satisfied(backend)
         if progress is not None:
-            where = "" if here else " (child process: " + ", ".join(
-                f"{k}={v}" for k, v in backend.env.items()) + ")"
+            where = (
+                ""
+                if here
+                else " (child process: "
+                + ", ".join(f"{k}={v}" for k, v in backend.env.items())
+                + ")"
+            )
             progress(f"checking {backend.name}{where} ...")
         if here:
-            report.results += run_conformance(backend.factory, backend=backend.name,
-                                              dtypes=backend.dtypes, steps=steps)
+            for optimizer in OPTIMIZERS:
+                for dtype in backend.dtypes:
+                    if progress is not None:
+                        progress(f"  {backend.name}: {optimizer} {dtype}")
+                    report.results += run_conformance(
+                        backend.factory,
+                        backend=backend.name,
+                        optimizers=[optimizer],
+                        dtypes=[dtype],
+                        steps=steps,
+                    )
         elif in_child:
-            report.errors.append(LoadError(backend.name, f"environment {dict(backend.env)} "
-                                                         "not satisfied in the child process"))
+            report.errors.append(
+                LoadError(
+                    backend.name,
+                    f"environment {dict(backend.env)} not satisfied in the child process",
+                )
+            )
         else:
-            report.merge(_run_in_child(backend, steps))
+            report.merge(_run_in_child(backend, steps, discovery.origin.get(backend.name)))
+        if progress is not None:
+            progress(f"  {backend.name}: {time.perf_counter() - started:.1f} s")
     return report
 
 
 def format_report(report: CheckReport) -> str:
     """The table, the error messages, what was not checked, and the verdict."""
     lines = [format_table(report.rows)]
-    errors = [(r.backend, f"{r.optimizer} {r.dtype} {r.branch}", msg)
-              for r in report.rows for msg in r.errors]
+    errors: dict[tuple[str, str], int] = {}  # (backend, message) -> rows it failed
+    for r in report.rows:
+        for msg in r.errors:
+            errors[(r.backend, msg)] = errors.get((r.backend, msg), 0) + 1
     if errors:
         lines += ["", "errors:"]
-        lines += [f"  {b} [{where}]: {msg}" if not where.startswith("-") else f"  {b}: {msg}"
-                  for b, where, msg in errors]
+        lines += [
+            f"  {b}" + (f" ({n} rows)" if n > 1 else "") + f": {msg}"
+            for (b, msg), n in errors.items()
+        ]
     if report.skipped:
         lines += ["", "not checked (optional framework not installed):"]
         lines += [f"  {s.name}: {s.message}" for s in report.skipped]
@@ -290,6 +352,9 @@ def read_json(path: str | os.PathLike[str]) -> CheckReport:
         for key in ("max_abs", "max_rel", "tol"):
             d[key] = math.inf if d[key] is None else d[key]
         results.append(CaseResult(**d))
-    return CheckReport(results=results, steps=data["steps"],
-                       errors=[LoadError(**e) for e in data["errors"]],
-                       skipped=[LoadError(**e) for e in data["skipped"]])
+    return CheckReport(
+        results=results,
+        steps=data["steps"],
+        errors=[LoadError(**e) for e in data["errors"]],
+        skipped=[LoadError(**e) for e in data["skipped"]],
+    )

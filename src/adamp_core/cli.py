@@ -21,6 +21,9 @@ def _say(line: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m adamp_core``."""
+    from .demo import DEFAULT_EPOCHS, QUICK_EPOCHS
+
     parser = argparse.ArgumentParser(
         prog="python -m adamp_core",
         description="AdamP/SGDP reference: conformance check and demo.",
@@ -35,17 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
         "the NumPy reference and every backend announced under the 'adamp_core.backends' "
         "entry point group. Exit status 1 on any failure or error.",
     )
-    check.add_argument("--backend", action="append", default=[], metavar="NAME",
-                       help="run only this backend (repeatable); see --list")
-    check.add_argument("--factory", metavar="MODULE:ATTR",
-                       help="check only your own implementation: a conformance factory "
-                       "(see adamp_core.testing) or a Backend")
+    check.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this backend (repeatable); see --list",
+    )
+    check.add_argument(
+        "--factory",
+        metavar="MODULE:ATTR",
+        help="check only your own implementation: a conformance factory "
+        "(see adamp_core.testing) or a Backend",
+    )
     check.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     check.add_argument("--steps", type=int, default=20, help="steps per run (default 20)")
-    check.add_argument("--strict", action="store_true",
-                       help="fail when a backend is skipped because its framework is missing")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when a backend is skipped because its framework is missing",
+    )
     check.add_argument("--list", action="store_true", help="list the backends and exit")
     check.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    check.add_argument("--entry-point", action="append", default=None, help=argparse.SUPPRESS)
 
     demo = sub.add_parser(
         "demo",
@@ -55,13 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
         "in every installed framework, and writes plots, a markdown summary and JSON.",
     )
     demo.add_argument("--out", default="adamp-demo", help="report folder (default ./adamp-demo)")
-    demo.add_argument("--quick", action="store_true",
-                      help="smoke run: 1 epoch on a subset, short toy")
-    demo.add_argument("--epochs", type=int, default=None,
-                      help="training epochs (default 15, 1 with --quick)")
+    demo.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 epoch on a subset, short toy"
+    )
+    demo.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"training epochs (default {DEFAULT_EPOCHS}, {QUICK_EPOCHS} with --quick)",
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    demo.add_argument("--framework", action="append", default=[], metavar="NAME",
-                      help="train only with this framework (repeatable): torch, keras")
+    demo.add_argument(
+        "--framework",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="train only with this framework (repeatable): torch, keras",
+    )
     demo.add_argument("--no-train", action="store_true", help="run the toy only")
     return parser
 
@@ -83,7 +108,7 @@ def _check(args: argparse.Namespace) -> int:
         except Exception as exc:
             discovery = Discovery(errors=[LoadError(args.factory, describe(exc))])
     else:
-        discovery = discover_backends()
+        discovery = discover_backends(only_entry_points=args.entry_point)
     if args.list:
         for b in discovery.backends:
             env = " ".join(f"{k}={v}" for k, v in b.env.items())
@@ -93,8 +118,14 @@ def _check(args: argparse.Namespace) -> int:
         for e in discovery.skipped:
             print(f"{e.name}  not installed: {e.message}")
         return 0 if not discovery.errors else 1
-    report = run_check(discovery, only=args.backend, steps=args.steps, strict=args.strict,
-                       in_child=args.child, progress=None if args.child else _say)
+    report = run_check(
+        discovery,
+        only=args.backend,
+        steps=args.steps,
+        strict=args.strict,
+        in_child=args.child,
+        progress=None if args.child else _say,
+    )
     if args.json:
         write_json(report, args.json)
     if not args.child:
@@ -105,8 +136,15 @@ def _check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    report = run_demo(out=args.out, quick=args.quick, epochs=args.epochs, seed=args.seed,
-                      frameworks=args.framework, train=not args.no_train, progress=_say)
+    report = run_demo(
+        out=args.out,
+        quick=args.quick,
+        epochs=args.epochs,
+        seed=args.seed,
+        frameworks=args.framework,
+        train=not args.no_train,
+        progress=_say,
+    )
     print(report.summary_text)
     return 0 if report.ok else 1
 

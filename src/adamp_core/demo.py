@@ -13,7 +13,8 @@ The trainer protocol
 ``train(data, optimizers, epochs, seed, progress) -> dict[str, dict]``:
 
 * ``data``: a :class:`DemoData` (images in NCHW layout, float32 in ``[0, 1]``);
-* ``optimizers``: :class:`OptimizerSpec` list, hyperparameters in the core's names;
+* ``optimizers``: :class:`OptimizerSpec` list, hyperparameters in the core's names; the
+  learning rate decays to 0 over the run by :func:`cosine_lr_factor`, per step;
 * ``epochs``: passes over the training set; batches come from
   :meth:`DemoData.batches` so every trainer sees the same order;
 * ``seed``: seeds the model's initial weights (the same start for every optimizer);
@@ -26,17 +27,18 @@ weights (convolution kernels followed by batch normalization) per step.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
-from .plugins import LoadError, describe, load_entry_points
-from .toy import TOY_ITERATIONS, ToyRun, format_toy_table, run_toys
+from .plugins import LoadError, describe, is_missing_optional, load_entry_points
+from .toy import TOY_ITERATIONS, ToyRun, run_toys
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -47,6 +49,7 @@ __all__ = [
     "DEMO_OPTIMIZERS",
     "Trainer",
     "HistoryRecorder",
+    "cosine_lr_factor",
     "effective_step_size",
     "load_digits_data",
     "DemoReport",
@@ -55,7 +58,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "adamp_core.demos"
 BATCH_SIZE = 32
-DEFAULT_EPOCHS = 15
+DEFAULT_EPOCHS = 10
 #: ``--quick``: epochs, training images, toy iterations.
 QUICK_EPOCHS, QUICK_TRAIN_SIZE, QUICK_TOY_ITERATIONS = 1, 256, 100
 
@@ -74,7 +77,7 @@ class DemoData:
         """Index arrays of one epoch's mini-batches (a seeded shuffle, last batch short)."""
         order = np.random.default_rng([seed, epoch]).permutation(len(self.x_train))
         for start in range(0, len(order), batch_size):
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
 
     def steps_per_epoch(self, batch_size: int = BATCH_SIZE) -> int:
         return -(-len(self.x_train) // batch_size)
@@ -104,8 +107,9 @@ DEMO_OPTIMIZERS: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("SGD", "sgd", {"lr": 0.1, "momentum": 0.9}),
     OptimizerSpec("SGDP", "sgd", {"lr": 0.1, "momentum": 0.9}, baseline="SGD"),
     OptimizerSpec("AdamW", "adam", {"lr": 3e-3, "eps": 1e-8, "weight_decay": 1e-2}),
-    OptimizerSpec("AdamP", "adam", {"lr": 3e-3, "eps": 1e-8, "weight_decay": 1e-2},
-                  baseline="AdamW"),
+    OptimizerSpec(
+        "AdamP", "adam", {"lr": 3e-3, "eps": 1e-8, "weight_decay": 1e-2}, baseline="AdamW"
+    ),
 )
 
 
@@ -120,6 +124,13 @@ class Trainer(Protocol):
         seed: int,
         progress: Callable[[str], None],
     ) -> dict[str, dict[str, Any]]: ...
+
+
+def cosine_lr_factor(step: int, total_steps: int) -> float:
+    """The learning-rate multiplier of step ``step`` (counted from 0) of ``total_steps``:
+    ``0.5 (1 + cos(pi step / total_steps))``, as ``keras.optimizers.schedules.CosineDecay``
+    and ``torch.optim.lr_scheduler.CosineAnnealingLR`` (to 0). Every trainer uses it."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
 def effective_step_size(family: str, lr: float, norms: Sequence[float]) -> float:
@@ -139,6 +150,8 @@ class HistoryRecorder:
     step and :meth:`log_epoch` after every epoch (and once before training, epoch 0)."""
 
     spec: OptimizerSpec
+    #: Steps of the whole run: the learning rate follows :func:`cosine_lr_factor`.
+    total_steps: int
     step: list[int] = field(default_factory=list)
     weight_norm: list[float] = field(default_factory=list)
     effective_step_size: list[float] = field(default_factory=list)
@@ -148,11 +161,13 @@ class HistoryRecorder:
     started: float = field(default_factory=time.perf_counter)
 
     def log_step(self, step: int, norms: Sequence[float]) -> None:
-        """``norms``: the norm of each scale-invariant tensor after ``step`` steps."""
+        """``norms``: the norm of each scale-invariant tensor after ``step`` steps. The
+        effective step size uses the learning rate of the step just taken (of the first
+        step for ``step = 0``)."""
+        lr = float(self.spec.hparams["lr"]) * cosine_lr_factor(max(step - 1, 0), self.total_steps)
         self.step.append(int(step))
         self.weight_norm.append(float(np.sqrt(np.sum(np.square(norms)))))
-        self.effective_step_size.append(
-            effective_step_size(self.spec.family, float(self.spec.hparams["lr"]), norms))
+        self.effective_step_size.append(effective_step_size(self.spec.family, lr, norms))
 
     def log_epoch(self, epoch: int, test_accuracy: float, train_loss: float | None) -> None:
         """Test accuracy (fraction) and mean training loss (``None`` for epoch 0)."""
@@ -162,18 +177,25 @@ class HistoryRecorder:
 
     def progress_line(self, framework: str, epochs: int) -> str:
         loss = self.train_loss[-1]
-        return (f"[{framework}] {self.spec.name:5s} epoch {self.epoch[-1]}/{epochs}: "
-                f"loss {loss if loss is None else f'{loss:.3f}'}, "
-                f"test acc {100 * self.test_accuracy[-1]:.1f}%, "
-                f"|w| {self.weight_norm[-1]:.2f} ({time.perf_counter() - self.started:.1f}s)")
+        return (
+            f"[{framework}] {self.spec.name:5s} epoch {self.epoch[-1]}/{epochs}: "
+            f"loss {loss if loss is None else f'{loss:.3f}'}, "
+            f"test acc {100 * self.test_accuracy[-1]:.1f}%, "
+            f"|w| {self.weight_norm[-1]:.2f} ({time.perf_counter() - self.started:.1f}s)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "optimizer": self.spec.name, "family": self.spec.family,
-            "hparams": dict(self.spec.hparams), "step": self.step,
-            "weight_norm": self.weight_norm, "effective_step_size": self.effective_step_size,
-            "epoch": self.epoch, "test_accuracy": self.test_accuracy,
-            "train_loss": self.train_loss, "seconds": time.perf_counter() - self.started,
+            "optimizer": self.spec.name,
+            "family": self.spec.family,
+            "hparams": dict(self.spec.hparams),
+            "step": self.step,
+            "weight_norm": self.weight_norm,
+            "effective_step_size": self.effective_step_size,
+            "epoch": self.epoch,
+            "test_accuracy": self.test_accuracy,
+            "train_loss": self.train_loss,
+            "seconds": time.perf_counter() - self.started,
         }
 
 
@@ -186,8 +208,7 @@ def load_digits_data(seed: int = 0, train_size: int | None = None) -> DemoData:
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     y = digits.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=seed,
-                                              stratify=y)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
     if train_size is not None:
         x_tr, y_tr = x_tr[:train_size], y_tr[:train_size]
     return DemoData(x_tr, y_tr, x_te, y_te)
@@ -224,27 +245,40 @@ def _train_all(
     try:
         data = load_digits_data(seed, QUICK_TRAIN_SIZE if quick else None)
     except ImportError as exc:
-        return {}, [f"training: scikit-learn is not installed ({exc}); "
-                    "pip install 'adamp-optimizers[demo]'"], []
-    loaded = load_entry_points(ENTRY_POINT_GROUP, entry_points)
-    wanted = set(frameworks) if frameworks else None
-    known = set(loaded.objects) | {e.name for e in loaded.errors + loaded.skipped}
-    errors += [LoadError(n, f"no demo trainer named {n!r}; found: {', '.join(sorted(known))}")
-               for n in sorted((wanted or set()) - known)]
-    errors += [e for e in loaded.errors if wanted is None or e.name in wanted]
-    skipped += [f"training with {e.name}: not installed ({e.message})" for e in loaded.skipped
-                if wanted is None or e.name in wanted]
+        return (
+            {},
+            [
+                f"training: scikit-learn is not installed ({exc}); "
+                "pip install 'adamp-optimizers[demo]'"
+            ],
+            [],
+        )
+    available = list(
+        metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points is None else entry_points
+    )
+    known = sorted({ep.name for ep in available})
+    wanted = set(frameworks) if frameworks else set(known)
+    errors += [
+        LoadError(n, f"no demo trainer named {n!r}; found: {', '.join(known)}")
+        for n in sorted(wanted - set(known))
+    ]
+    # load only the trainers asked for: each imports its framework
+    loaded = load_entry_points(ENTRY_POINT_GROUP, [ep for ep in available if ep.name in wanted])
+    errors += loaded.errors
+    skipped += [f"training with {e.name}: not installed ({e.message})" for e in loaded.skipped]
     for name, train in loaded.objects.items():
-        if wanted is not None and name not in wanted:
-            continue
-        progress(f"training with {name}: {len(data.x_train)} train / {len(data.x_test)} test "
-                 f"images, {epochs} epoch(s), {', '.join(s.name for s in DEMO_OPTIMIZERS)}")
+        progress(
+            f"training with {name}: {len(data.x_train)} train / {len(data.x_test)} test "
+            f"images, {epochs} epoch(s), {', '.join(s.name for s in DEMO_OPTIMIZERS)}"
+        )
+        trainer = cast(Trainer, train)
         try:
-            trainings[name] = train(data, DEMO_OPTIMIZERS, epochs, seed, progress)  # type: ignore[operator]
-        except ModuleNotFoundError as exc:
-            skipped.append(f"training with {name}: not installed ({describe(exc)})")
+            trainings[name] = trainer(data, DEMO_OPTIMIZERS, epochs, seed, progress)
         except Exception as exc:
-            errors.append(LoadError(name, f"trainer failed: {describe(exc)}"))
+            if is_missing_optional(exc, getattr(train, "__module__", None) or name):
+                skipped.append(f"training with {name}: not installed ({describe(exc)})")
+            else:
+                errors.append(LoadError(name, f"trainer failed: {describe(exc)}"))
     return trainings, skipped, errors
 
 
@@ -276,16 +310,16 @@ def run_demo(
     epochs = epochs if epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
     progress("2-D toy: GD, momentum and SGDP on |w/|w| - u|^2 ...")
     toy = run_toys(iterations=QUICK_TOY_ITERATIONS if quick else TOY_ITERATIONS)
-    progress(format_toy_table(toy))
+    progress("2-D toy: done (table in the summary)")
     trainings: dict[str, dict[str, dict[str, Any]]] = {}
     skipped: list[str] = []
     errors: list[LoadError] = []
     if train:
-        trainings, skipped, errors = _train_all(frameworks, quick, epochs, seed, progress,
-                                                entry_points)
+        trainings, skipped, errors = _train_all(
+            frameworks, quick, epochs, seed, progress, entry_points
+        )
     else:
         skipped.append("training: --no-train")
     report = DemoReport(os.fspath(out), toy, trainings, skipped, errors, [])
     write_report(report, epochs=epochs, seed=seed, quick=quick)
     return report
-

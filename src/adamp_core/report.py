@@ -20,20 +20,23 @@ PAIRS: tuple[tuple[str, str], ...] = (("SGD", "SGDP"), ("AdamW", "AdamP"))
 
 def to_json(report: DemoReport, **settings: Any) -> str:
     """The raw numbers of ``report`` (and the run's ``settings``) as JSON text."""
-    return json.dumps({
-        "settings": settings,
-        "toy": [r.as_dict() for r in report.toy],
-        "training": report.trainings,
-        "skipped": report.skipped,
-        "errors": [vars(e) for e in report.errors],
-    }, indent=1)
+    return json.dumps(
+        {
+            "settings": settings,
+            "toy": [r.as_dict() for r in report.toy],
+            "training": report.trainings,
+            "skipped": report.skipped,
+            "errors": [vars(e) for e in report.errors],
+        },
+        indent=1,
+    )
 
 
 def training_table(trainings: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Markdown: per framework and optimizer, accuracy, weight norm and effective step."""
     lines = [
         "| framework | optimizer | final test acc | best test acc | norm start -> end "
-        "| eff. step start -> end | seconds |",
+        "| mean eff. step | seconds |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for framework, histories in trainings.items():
@@ -42,7 +45,7 @@ def training_table(trainings: dict[str, dict[str, dict[str, Any]]]) -> str:
             norm, eff = h["weight_norm"], h["effective_step_size"]
             lines.append(
                 f"| {framework} | {name} | {100 * acc[-1]:.1f}% | {100 * max(acc):.1f}% "
-                f"| {norm[0]:.2f} -> {norm[-1]:.2f} | {eff[0]:.2e} -> {eff[-1]:.2e} "
+                f"| {norm[0]:.2f} -> {norm[-1]:.2f} | {sum(eff) / len(eff):.2e} "
                 f"| {h['seconds']:.1f} |"
             )
     return "\n".join(lines)
@@ -53,9 +56,10 @@ def _plot_toy(report: DemoReport, path: str) -> None:
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
+    colors = {0.0: "black", 0.9: "C0", 0.95: "C1", 0.99: "C3"}  # one color per momentum
+    styles = {None: "-", "paper": "--", "authors": ":"}  # one style per method
     for run in report.toy:
-        style = "-" if run.method == "momentum" else ("--" if run.variant == "paper" else ":")
-        ax.plot(run.norms, style, label=run.label)
+        ax.plot(run.norms, styles[run.variant], color=colors.get(run.momentum), label=run.label)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("norm of w")
@@ -69,9 +73,11 @@ def _plot_training(framework: str, histories: dict[str, dict[str, Any]], path: s
 
     fig = Figure(figsize=(11, 7), layout="constrained")
     axes = fig.subplots(3, len(PAIRS), squeeze=False)
-    quantities = (("step", "weight_norm", "norm of scale-invariant weights", "log"),
-                  ("step", "effective_step_size", "effective step size", "log"),
-                  ("epoch", "test_accuracy", "test accuracy", "linear"))
+    quantities = (
+        ("step", "weight_norm", "norm of scale-invariant weights", "log"),
+        ("step", "effective_step_size", "effective step size", "log"),
+        ("epoch", "test_accuracy", "test accuracy", "linear"),
+    )
     for col, pair in enumerate(PAIRS):
         for row, (x, y, label, scale) in enumerate(quantities):
             ax = axes[row][col]
@@ -106,17 +112,30 @@ def write_report(report: DemoReport, **settings: Any) -> None:
         for framework, histories in report.trainings.items():
             _plot_training(framework, histories, target(f"{framework}_training.png"))
     except ImportError as exc:
-        report.skipped.append(f"plots: matplotlib is not installed ({exc}); "
-                              "pip install 'adamp-optimizers[demo]'")
+        report.skipped.append(
+            f"plots: matplotlib is not installed ({exc}); pip install 'adamp-optimizers[demo]'"
+        )
 
-    md = ["# AdamP / SGDP demo", "", "## 2-D toy (final norm after the run)", "",
-          format_toy_table(report.toy), ""]
+    md = [
+        "# AdamP / SGDP demo",
+        "",
+        "## 2-D toy (final norm after the run)",
+        "",
+        format_toy_table(report.toy),
+        "",
+    ]
     if report.trainings:
-        md += ["## Training: small BN conv net on scikit-learn digits", "",
-               training_table(report.trainings), "",
-               "Norm: of all convolution kernels followed by batch normalization "
-               "(scale-invariant). Effective step size: lr/|w|^2 (SGD family) or lr/|w| "
-               "(Adam family), averaged over those kernels.", ""]
+        md += [
+            "## Training: small BN conv net on scikit-learn digits",
+            "",
+            training_table(report.trainings),
+            "",
+            "Norm: of all convolution kernels followed by batch normalization "
+            "(scale-invariant). Effective step size: lr/|w|^2 (SGD family) or lr/|w| "
+            "(Adam family), lr from the cosine schedule, averaged over those kernels and over "
+            "all steps.",
+            "",
+        ]
     if report.skipped:
         md += ["## Skipped", ""] + [f"- {s}" for s in report.skipped] + [""]
     if report.errors:
@@ -126,5 +145,8 @@ def write_report(report: DemoReport, **settings: Any) -> None:
     with open(target("results.json"), "w", encoding="utf-8") as f:
         f.write(to_json(report, **settings) + "\n")
     report.files = files
-    report.summary_text = "\n".join(md) + f"\nreport written to {report.out}/: " + ", ".join(
-        os.path.basename(p) for p in files)
+    report.summary_text = (
+        "\n".join(md)
+        + f"\nreport written to {report.out}/: "
+        + ", ".join(os.path.basename(p) for p in files)
+    )

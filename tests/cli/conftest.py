@@ -1,0 +1,11 @@
+"""Make this folder's helpers and fake plugins importable (here and by module name in
+entry points)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
