@@ -1,14 +1,15 @@
-"""How one parameter's memory is seen by the kernel: a 3-D ``(A, R, B)`` frame.
+"""How one parameter's memory is seen by the kernel.
 
 AdamP works on *rows*: one row per output channel (axis 0 of the tensor). The kernel
 wants every per-element operation on contiguous memory and every per-row sum as one
 reduction, whatever the tensor's strides are. So each parameter gets a :class:`Frame`:
-its dimensions reordered into memory order (largest stride first), then folded into
-``(A, R, B)`` where ``R`` is the size of axis 0 and ``A`` / ``B`` collect the dimensions
-stored outside / inside it. A contiguous tensor is ``(1, R, n)``; a ``channels_last``
-convolution weight is also ``(1, R, n)`` (axis 0 is outermost there too); a Keras
-kernel viewed in PyTorch order (output channel innermost in memory) is ``(A, R, 1)``.
-A row's sum is a reduction over dims ``(0, 2)`` in every case.
+its dimensions reordered into memory order (largest stride first, the *kernel shape*),
+which for any dense tensor is a contiguous view. Folded further into ``(A, R, B)``,
+where ``R`` is the size of axis 0 and ``A`` / ``B`` collect the dimensions stored outside
+/ inside it, a row's sum is a reduction over dims ``(0, 2)``. A contiguous tensor is
+``(1, R, n)`` (its kernel shape is its own shape); a ``channels_last`` convolution weight
+is also ``(1, R, n)`` (axis 0 is outermost there too); a Keras kernel viewed in PyTorch
+order (output channel innermost in memory) is ``(A, R, 1)``.
 
 Tensors whose memory cannot be seen that way (gaps, overlaps, a dtype the math does
 not run in, such as float16) get a contiguous working copy in the compute dtype that is
@@ -17,13 +18,19 @@ written back after the step: :class:`Slot` hides the difference.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["Frame", "Slot", "compute_dtype"]
+__all__ = ["Frame", "Slot", "compute_dtype", "is_compiling"]
+
+
+def is_compiling() -> bool:
+    """Whether the code is being traced by ``torch.compile`` (dynamo)."""
+    return bool(torch.compiler.is_compiling())
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -33,37 +40,29 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @dataclass(frozen=True)
 class Frame:
-    """Memory order and ``(A, R, B)`` folding of one parameter (see the module doc)."""
+    """Memory order and row folding of one parameter (see the module doc)."""
 
     shape: tuple[int, ...]
     """Sizes of the parameter."""
     perm: tuple[int, ...]
-    """Dimensions of the tensor in memory order (outermost first)."""
+    """Dimensions of the parameter in memory order (outermost first)."""
+    identity: bool
+    """Whether ``perm`` is the identity (the kernel shape is the parameter's shape)."""
+    kernel_shape: tuple[int, ...]
+    """``shape`` permuted by ``perm``: the shape of the contiguous tensors the kernel uses."""
     shape3: tuple[int, int, int]
-    """``(A, R, B)``: elements stored outside axis 0, rows, elements inside axis 0."""
+    """``(A, R, B)``: elements stored outside axis 0, rows, elements stored inside it."""
+    row_shape: tuple[int, ...]
+    """Shape that makes a per-row vector broadcast against the kernel shape."""
     projectable: bool
     """Whether the tensor has two or more dimensions (1-D tensors are never projected)."""
 
     @staticmethod
     def of(param: Tensor) -> Frame:
         """The frame of ``param`` (from its sizes and strides; no data is read)."""
-        if param.ndim < 2:
-            return Frame(tuple(param.shape), tuple(range(param.ndim)), (1, 1, param.numel()), False)
-        # Stable sort by decreasing stride; size-1 dims have arbitrary strides and go last.
-        perm = tuple(
-            sorted(
-                range(param.ndim),
-                key=lambda d: (param.shape[d] == 1 and d != 0, -param.stride(d)),
-            )
-        )
-        axis = perm.index(0)
-        sizes = [param.shape[d] for d in perm]
-        return Frame(
-            tuple(param.shape),
-            perm,
-            (math.prod(sizes[:axis]), param.shape[0], math.prod(sizes[axis + 1 :])),
-            True,
-        )
+        if is_compiling():  # dynamo traces through caches; build directly
+            return _build_frame(tuple(param.shape), param.stride())
+        return _frame(tuple(param.shape), param.stride())
 
     @property
     def rows(self) -> int:
@@ -75,44 +74,77 @@ class Frame:
         """Elements per output-channel row (the ``n`` of ``delta / sqrt(n)``)."""
         return self.shape3[0] * self.shape3[2]
 
-    def view3(self, tensor: Tensor) -> Tensor | None:
-        """``tensor`` as an ``(A, R, B)`` view sharing its memory, or ``None`` if impossible."""
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape3)
+
+    def kernel_view(self, tensor: Tensor) -> Tensor | None:
+        """``tensor`` in kernel shape sharing its memory, or ``None`` if impossible."""
+        if self.identity and tensor.is_contiguous():  # the common case, kept cheap
+            return tensor
         if tuple(tensor.shape) != self.shape:
             return None
-        permuted = tensor.permute(self.perm) if self.perm else tensor
-        if not permuted.is_contiguous():
-            return None
-        return permuted.view(self.shape3)
+        permuted = tensor.permute(self.perm)
+        return permuted if permuted.is_contiguous() else None
+
+    def row_view(self, data: Tensor) -> Tensor:
+        """Kernel-shape ``data`` as ``(R, B)`` (rows contiguous) or ``(A, R, B)``."""
+        a, r, b = self.shape3
+        return data.view(r, b) if a == 1 else data.view(a, r, b)
 
     def broadcast_rows(self, per_row: Tensor) -> Tensor:
-        """Shape a per-row vector (or a single value) to broadcast against ``(A, R, B)``."""
-        if self.projectable:
-            return per_row.view(1, self.shape3[1], 1)
-        return per_row.view(1, 1, 1)
+        """Shape a per-row vector (or one value) to broadcast against the kernel shape."""
+        return per_row.view(self.row_shape)
+
+
+def _build_frame(shape: tuple[int, ...], stride: tuple[int, ...]) -> Frame:
+    ndim = len(shape)
+    if ndim < 2:
+        ident = tuple(range(ndim))
+        return Frame(shape, ident, True, shape, (1, 1, math.prod(shape)), (1,) * ndim, False)
+    # Sort by decreasing stride; size-1 dims have arbitrary strides and go last.
+    perm = tuple(sorted(range(ndim), key=lambda d: (shape[d] == 1 and d != 0, -stride[d])))
+    axis = perm.index(0)
+    sizes = tuple(shape[d] for d in perm)
+    row_shape = tuple(shape[0] if d == 0 else 1 for d in perm)
+    return Frame(
+        shape,
+        perm,
+        perm == tuple(range(ndim)),
+        sizes,
+        (math.prod(sizes[:axis]), shape[0], math.prod(sizes[axis + 1 :])),
+        row_shape,
+        True,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _frame(shape: tuple[int, ...], stride: tuple[int, ...]) -> Frame:
+    return _build_frame(shape, stride)
 
 
 class Slot:
-    """One tensor as the kernel sees it: a contiguous ``(A, R, B)`` array in compute dtype.
+    """One tensor as the kernel sees it: contiguous, in kernel shape and compute dtype.
 
-    ``Slot(t, frame, dtype).data`` is a view of ``t`` when ``t`` already has that layout
-    and dtype, else a working copy; :meth:`write_back` copies a working copy back into
-    ``t`` (rounding to ``t``'s dtype) and does nothing for a view.
+    ``Slot(t, frame, dtype).data`` is ``t`` itself (or a permuted view of it) when ``t``
+    already has that layout and dtype, else a working copy; :meth:`write_back` copies a
+    working copy back into ``t`` (rounding to ``t``'s dtype) and does nothing for a view.
     """
 
     __slots__ = ("copied", "data", "target")
 
     def __init__(self, tensor: Tensor, frame: Frame, dtype: torch.dtype):
         self.target = tensor
-        view = frame.view3(tensor) if tensor.dtype == dtype else None
+        view = frame.kernel_view(tensor) if tensor.dtype == dtype else None
         self.copied = view is None
         if view is None:
             permuted = tensor.permute(frame.perm) if frame.perm else tensor
-            view = permuted.to(dtype=dtype, memory_format=torch.contiguous_format)
-            view = view.reshape(frame.shape3)
+            view = torch.empty(frame.kernel_shape, dtype=dtype, device=tensor.device)
+            view.copy_(permuted)
         self.data: Tensor = view
 
     def write_back(self, frame: Frame) -> None:
         """Copy a working copy back into the original tensor (no-op for a view)."""
         if self.copied:
             permuted = self.target.permute(frame.perm) if frame.perm else self.target
-            permuted.copy_(self.data.view(permuted.shape))
+            permuted.copy_(self.data)

@@ -1,0 +1,348 @@
+"""``torch.optim.Optimizer`` classes for AdamP and SGDP over :mod:`adamp_torch.functional`.
+
+Constructor arguments, defaults and state keys are those of the authors' package
+``adamp`` 0.3.0, so ``from adamp import AdamP`` becomes ``from adamp_torch import AdamP``
+and its checkpoints load here. Hyperparameters are checked by :mod:`adamp_core.validation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from adamp_core.validation import validate_adamp_hparams, validate_sgdp_hparams
+
+from . import functional as F
+from ._projection import Workspace
+
+__all__ = ["AdamP", "SGDP"]
+
+Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+
+def _check_lr(lr: float | Tensor) -> float | None:
+    """The lr to hand to the core's validation (``None`` for a tensor, checked here)."""
+    if not isinstance(lr, Tensor):
+        return lr
+    if lr.numel() != 1 or lr.is_complex() or not lr.is_floating_point():
+        raise ValueError(f"lr must be a float or a one-element float tensor, got {lr!r}")
+    value = float(lr.detach().cpu().reshape(()))
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(f"lr must be in [0, inf], got {value!r}")
+    return None
+
+
+class _ProjectedOptimizer(Optimizer):
+    """What AdamP and SGDP share: parameter checks, lazy state, loading, workspaces."""
+
+    #: State tensors of each parameter other than ``step``, in the order the kernel takes.
+    _state_keys: ClassVar[tuple[str, ...]] = ()
+    #: Whether the state holds a ``step`` count.
+    _has_step: ClassVar[bool] = False
+
+    def __init__(self, params: Params, defaults: dict[str, Any]):
+        self._workspaces: dict[int, Workspace] = {}
+        super().__init__(params, defaults)
+
+    # -- hyperparameters ----------------------------------------------------------------
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (as torch does), then check its hyperparameters and parameters."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        self._validate_group(group)
+        index = len(self.param_groups) - 1
+        for i, p in enumerate(group["params"]):
+            if p.is_complex():
+                raise ValueError(
+                    f"{type(self).__name__} does not support complex parameters: "
+                    f"{self._param_name(group, index, i)} has dtype {p.dtype} "
+                    "(use torch.view_as_real on it if its real and imaginary parts are "
+                    "independent weights)"
+                )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            if self._has_step:
+                for p in group["params"]:
+                    st = self.state.get(p)
+                    if st and "step" in st and not isinstance(st["step"], Tensor):
+                        # The authors' package stores a Python int.
+                        st["step"] = torch.tensor(
+                            float(st["step"]), dtype=torch.float32, device=p.device
+                        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict (ours, or the authors' ``adamp``); shapes must match.
+
+        Raises:
+            ValueError: if a state tensor's shape differs from its parameter's, naming
+                both (before anything is changed), or for torch's own mismatches.
+        """
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        ours = [
+            (gi, pi, g, p)
+            for gi, g in enumerate(self.param_groups)
+            for pi, p in enumerate(g["params"])
+        ]
+        for saved_id, (gi, pi, group, p) in zip(saved_ids, ours):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if key != "step" and isinstance(value, Tensor) and value.shape != p.shape:
+                    raise ValueError(
+                        f"state {key!r} of {self._param_name(group, gi, pi)} has shape "
+                        f"{tuple(value.shape)} in the loaded state dict, but the parameter "
+                        f"has shape {tuple(p.shape)}"
+                    )
+        super().load_state_dict(state_dict)
+
+    @staticmethod
+    def _param_name(group: dict[str, Any], group_index: int, index: int) -> str:
+        names = group.get("param_names")
+        where = f"param_groups[{group_index}]['params'][{index}]"
+        return f"parameter {names[index]!r} ({where})" if names else f"parameter {where}"
+
+    # -- state ----------------------------------------------------------------------------
+    def _workspace(self, group_index: int) -> Workspace:
+        ws = self._workspaces.get(group_index)
+        if ws is None:
+            ws = self._workspaces[group_index] = Workspace()
+        return ws
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        steps: list[Tensor],
+        *states: list[Tensor],
+    ) -> bool:
+        """Collect the group's parameters that have gradients, creating state lazily.
+
+        Fills ``params``, ``grads``, ``steps`` and one list per state key in place (flat
+        lists: the calling convention torch.compile's optimizer support expects, which
+        runs this method eagerly) and returns whether any parameter was collected.
+        """
+        group_index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        for i, p in enumerate(group["params"]):
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients: "
+                    f"{self._param_name(group, group_index, i)} has a sparse gradient"
+                )
+            state = self.state[p]
+            if len(state) == 0:
+                if self._has_step:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                for key in self._state_keys:
+                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            params.append(p)
+            grads.append(p.grad)
+            for out, key in zip(states, self._state_keys):
+                out.append(state[key])
+            if self._has_step:
+                steps.append(state["step"])
+        return bool(params)
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[list[Tensor]],
+        steps: list[Tensor],
+        workspace: Workspace,
+    ) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimization step.
+
+        Args:
+            closure: optional callable that re-evaluates the model and returns the loss
+                (it runs with gradients enabled).
+
+        Returns:
+            The closure's loss, or ``None``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group_index, group in enumerate(self.param_groups):
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            states: list[list[Tensor]] = [[] for _ in self._state_keys]
+            steps: list[Tensor] = []
+            if self._init_group(group, params, grads, steps, *states):
+                self._update(group, params, grads, states, steps, self._workspace(group_index))
+        return loss
+
+
+class AdamP(_ProjectedOptimizer):
+    """AdamP (Heo et al., ICLR 2021): Adam whose update on scale-invariant weights is
+    projected onto the tangent space of the weights, with reduced weight decay there.
+
+    Same arguments, defaults, numbers and state keys (``step``, ``exp_avg``,
+    ``exp_avg_sq``) as ``adamp.AdamP`` 0.3.0; ``step()`` never synchronises with the host.
+
+    Args:
+        params: parameters or parameter groups (dicts may override any hyperparameter
+            below, including ``delta``, ``wd_ratio`` and ``nesterov``), or named parameters.
+        lr: learning rate (default 1e-3); a float or a 0-dim tensor (use a tensor under
+            ``torch.compile`` so that schedules do not recompile).
+        betas: coefficients of the running averages of the gradient and its square
+            (default (0.9, 0.999)).
+        eps: added to the denominator; also the projection's eps (default 1e-8).
+        weight_decay: decoupled weight decay (default 0).
+        delta: threshold of the scale-invariance test, ``|cos| < delta / sqrt(n)``
+            (default 0.1).
+        wd_ratio: weight decay multiplier on projected tensors (default 0.1).
+        nesterov: Nesterov momentum (default False).
+        maximize: maximize the objective instead of minimizing (default False).
+        foreach: ``None`` (default) or ``True``: process each (device, dtype) group as a
+            batch; ``False``: one tensor at a time (same numbers, slower).
+        fused: use torch's fused AdamW kernel for the moment update: ``None`` (default)
+            when possible (not Nesterov, CPU or CUDA, eager), ``False`` never, ``True``
+            always (an error where impossible).
+    """
+
+    _state_keys = ("exp_avg", "exp_avg_sq")
+    _has_step = True
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        delta: float = 0.1,
+        wd_ratio: float = 0.1,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ):
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, delta=delta,
+            wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize, foreach=foreach,
+            fused=fused,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        validate_adamp_hparams(
+            lr=_check_lr(group["lr"]), betas=group["betas"], eps=group["eps"],
+            weight_decay=group["weight_decay"], delta=group["delta"],
+            wd_ratio=group["wd_ratio"], nesterov=group["nesterov"],
+        )  # fmt: skip
+        if group["fused"] and group["nesterov"]:
+            raise ValueError("fused=True cannot be combined with nesterov=True")
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[list[Tensor]],
+        steps: list[Tensor],
+        workspace: Workspace,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        F.adamp(
+            params, grads, states[0], states[1], steps,
+            lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            weight_decay=group["weight_decay"], delta=group["delta"],
+            wd_ratio=group["wd_ratio"], nesterov=group["nesterov"],
+            maximize=group["maximize"], foreach=group["foreach"], fused=group["fused"],
+            workspace=workspace,
+        )  # fmt: skip
+
+
+class SGDP(_ProjectedOptimizer):
+    """SGDP (Heo et al., ICLR 2021): SGD with momentum, projected on scale-invariant weights.
+
+    Same arguments, defaults, numbers and state key (``momentum``) as ``adamp.SGDP``
+    0.3.0 with ``variant="authors"``; ``step()`` never synchronises with the host.
+
+    Args:
+        params: parameters or parameter groups (dicts may override any hyperparameter).
+        lr: learning rate (required); a float or a 0-dim tensor.
+        momentum: momentum factor (default 0).
+        dampening: dampening of the gradient in the momentum buffer (default 0).
+        weight_decay: decoupled weight decay, divided by ``1 - momentum`` (default 0).
+        nesterov: Nesterov momentum (default False).
+        eps: the projection's eps (default 1e-8).
+        delta: threshold of the scale-invariance test (default 0.1).
+        wd_ratio: weight decay multiplier on projected tensors (default 0.1).
+        variant: ``"authors"`` (default; the authors' code: without Nesterov the momentum
+            buffer itself is projected) or ``"paper"`` (Algorithm 1 of the paper: only
+            the update is projected).
+        maximize: maximize the objective instead of minimizing (default False).
+        foreach: as in :class:`AdamP`.
+    """
+
+    _state_keys = ("momentum",)
+    _has_step = False
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        eps: float = 1e-8,
+        delta: float = 0.1,
+        wd_ratio: float = 0.1,
+        *,
+        variant: str = "authors",
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio, variant=variant,
+            maximize=maximize, foreach=foreach,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        validate_sgdp_hparams(
+            lr=_check_lr(group["lr"]), momentum=group["momentum"],
+            dampening=group["dampening"], weight_decay=group["weight_decay"],
+            nesterov=group["nesterov"], eps=group["eps"], delta=group["delta"],
+            wd_ratio=group["wd_ratio"], variant=group["variant"],
+        )  # fmt: skip
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[list[Tensor]],
+        steps: list[Tensor],
+        workspace: Workspace,
+    ) -> None:
+        F.sgdp(
+            params, grads, states[0],
+            lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
+            weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+            eps=group["eps"], delta=group["delta"], wd_ratio=group["wd_ratio"],
+            variant=group["variant"], maximize=group["maximize"],
+            foreach=group["foreach"], workspace=workspace,
+        )  # fmt: skip

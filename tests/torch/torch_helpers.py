@@ -1,0 +1,60 @@
+"""Shared helpers of the PyTorch adapter's tests (imported as a plain module)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from adamp_core.testing import CASES, Case, case_gradient, initial_params
+
+Factory = Callable[[str, list[np.ndarray], dict[str, Any]], Any]
+
+
+def paired_max_diff(
+    ours: Factory,
+    theirs: Factory,
+    optimizer: str,
+    hparams: dict[str, Any],
+    dtype: str,
+    *,
+    cases: Sequence[Case] = CASES,
+    steps: int = 25,
+) -> float:
+    """Worst max-abs weight difference of two implementations run side by side.
+
+    Each is fed the suite's gradients computed from its own current weights.
+    """
+    start = [p.astype(dtype) for p in initial_params(cases)]
+    a = ours(optimizer, [p.copy() for p in start], dict(hparams))
+    b = theirs(optimizer, [p.copy() for p in start], dict(hparams))
+    worst = 0.0
+    for step in range(steps):
+        for opt in (a, b):
+            grads = [
+                case_gradient(c, np.asarray(p, dtype=np.float64), step).astype(dtype)
+                for c, p in zip(cases, opt.get_params())
+            ]
+            opt.step(grads)
+        for pa, pb in zip(a.get_params(), b.get_params()):
+            diff = np.max(np.abs(np.asarray(pa, np.float64) - np.asarray(pb, np.float64)))
+            worst = max(worst, float(diff) if np.isfinite(diff) else np.inf)
+    return worst
+
+
+def suite_tensors(
+    dtype: torch.dtype = torch.float64, cases: Sequence[Case] = CASES
+) -> list[torch.Tensor]:
+    """The suite's starting weights as leaf tensors."""
+    return [torch.tensor(p, dtype=dtype, requires_grad=True) for p in initial_params(cases)]
+
+
+def set_suite_grads(
+    params: Sequence[torch.Tensor], step: int, cases: Sequence[Case] = CASES
+) -> None:
+    """Give ``params`` the suite's gradients for ``step`` at their current values."""
+    for c, p in zip(cases, params):
+        g = case_gradient(c, p.detach().cpu().double().numpy(), step)
+        p.grad = torch.tensor(g, dtype=p.dtype, device=p.device)
