@@ -16,9 +16,16 @@ from keras import ops
 
 from .axes import Axes
 
-__all__ = ["compute_dtype", "densify", "project", "decay_factor"]
+__all__ = ["const", "compute_dtype", "densify", "project", "decay_factor"]
 
 Tensor = Any
+
+
+def const(value: float, dtype: str) -> Tensor:
+    """A scalar tensor of ``dtype`` holding the Python float ``value`` without a detour
+    through float32 (``ops.cast(0.9, "float64")`` on TensorFlow rounds to float32 first).
+    """
+    return ops.convert_to_tensor(value, dtype=dtype)
 
 
 def compute_dtype(dtype: str) -> str:
@@ -77,10 +84,14 @@ def project(
         return ops.sum(x, axis=row_axes, keepdims=True)
 
     # One pass of row sums serves both views: the layer sums are sums of the row sums.
-    pp_c, gg_c, pg_c, pu_c = (rows(param * param), rows(grad * grad), rows(param * grad),
-                              rows(param * update))
+    pp_c, gg_c, pg_c, pu_c = (
+        rows(param * param),
+        rows(grad * grad),
+        rows(param * grad),
+        rows(param * update),
+    )
     pp_l, gg_l, pg_l, pu_l = (ops.sum(pp_c), ops.sum(gg_c), ops.sum(pg_c), ops.sum(pu_c))
-    eps_t = ops.cast(eps, dtype)
+    eps_t = const(eps, dtype)
 
     def cosine(pp: Tensor, gg: Tensor, pg: Tensor) -> Tensor:
         return ops.abs(pg) / (ops.maximum(ops.sqrt(gg), eps_t) * ops.maximum(ops.sqrt(pp), eps_t))
@@ -89,16 +100,19 @@ def project(
         denom = ops.sqrt(pp) + eps_t
         return (pu / denom) / denom
 
-    channel_ok = ops.max(cosine(pp_c, gg_c, pg_c)) < ops.cast(delta / math.sqrt(row_len), dtype)
-    layer_ok = cosine(pp_l, gg_l, pg_l) < ops.cast(delta / math.sqrt(size), dtype)
+    channel_ok = ops.max(cosine(pp_c, gg_c, pg_c)) < const(delta / math.sqrt(row_len), dtype)
+    layer_ok = cosine(pp_l, gg_l, pg_l) < const(delta / math.sqrt(size), dtype)
     zero = ops.zeros_like(pu_c)
-    coef = ops.where(channel_ok, radial_coef(pp_c, pu_c),
-                     ops.where(layer_ok, radial_coef(pp_l, pu_l) + zero, zero))
+    coef = ops.where(
+        channel_ok,
+        radial_coef(pp_c, pu_c),
+        ops.where(layer_ok, radial_coef(pp_l, pu_l) + zero, zero),
+    )
     projected = ops.logical_or(channel_ok, layer_ok)
-    ratio = ops.where(projected, ops.cast(wd_ratio, dtype), ops.cast(1.0, dtype))
+    ratio = ops.where(projected, const(wd_ratio, dtype), const(1.0, dtype))
     return update - param * coef, ratio
 
 
 def decay_factor(lr: Tensor, weight_decay: float, ratio: Tensor | float, dtype: str) -> Tensor:
     """``1 - lr * weight_decay * ratio`` in ``dtype`` (decoupled decay, scaled by the ratio)."""
-    return ops.cast(1.0, dtype) - lr * ops.cast(weight_decay, dtype) * ratio
+    return const(1.0, dtype) - lr * const(weight_decay, dtype) * ratio

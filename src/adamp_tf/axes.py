@@ -12,12 +12,18 @@ Conv1D/2D/3D, Dense, ConvNDTranspose,     ``(..., out)``         last
 LSTM/GRU/SimpleRNN kernels, any other
 kernel of rank >= 2
 Embedding ``embeddings``                  ``(vocab, dim)``       first
-DepthwiseConv/SeparableConv               ``(kh, kw, in, mult)`` last two
-``depthwise_kernel``
+DepthwiseConv1D/2D ``kernel``,            ``(kh, kw, in, mult)`` last two
+SeparableConv ``depthwise_kernel``
 MultiHeadAttention query/key/value        ``(d, heads, dim)``    last two
 ``kernel`` (rank 3)
-vectors and scalars (bias, BatchNorm...)  ``(n,)``               never projected
+any ``bias`` (also MHA's and GRU's 2-D    any                    never projected
+biases), vectors and scalars (BatchNorm)
 ========================================  =====================  ==================
+
+The rule reads the variable path: a depthwise kernel is recognised by ``depthwise`` in
+its layer name (Keras' default names ``depthwise_conv2d``... and SeparableConv's
+``depthwise_kernel``). For layers renamed without that word, use
+:func:`model_channel_axes`, which decides from the layer types of a built model.
 
 A user override (``channel_axes=`` on :class:`adamp_tf.AdamP` / :class:`adamp_tf.SGDP`)
 wins over these defaults; see :data:`ChannelAxesOverride`.
@@ -36,6 +42,7 @@ __all__ = [
     "default_channel_axes",
     "resolve_channel_axes",
     "normalize_axes",
+    "model_channel_axes",
 ]
 
 #: Normalised channel axes: sorted, non-negative; ``()`` means "never project".
@@ -43,7 +50,7 @@ Axes = tuple[int, ...]
 
 #: What a user may give for one variable: an int, a sequence of ints (negative counts
 #: from the end), or ``None`` / ``()`` for "never project this variable".
-AxesSpec = Union[int, Sequence[int], None]
+AxesSpec = Union[int, Sequence[int], None]  # noqa: UP007 (runtime alias, py3.10)
 
 #: The ``channel_axes`` argument of the optimizers. Either
 #:
@@ -55,9 +62,10 @@ AxesSpec = Union[int, Sequence[int], None]
 #:
 #: In both, ``axes`` is an :data:`AxesSpec`; ``None`` or ``()`` turns projection off for
 #: that variable (it is then treated like a bias: plain AdamW/SGD step, full decay).
-ChannelAxesOverride = Union[Mapping[str, AxesSpec], Callable[[Any], Any], None]
+ChannelAxesOverride = Union[Mapping[str, AxesSpec], Callable[[Any], Any], None]  # noqa: UP007
 
-_DEPTHWISE = re.compile(r"depthwise_kernel$")
+_DEPTHWISE = re.compile(r"depthwise_kernel$|depthwise[^/]*/kernel$")
+_BIAS = re.compile(r"bias$")
 _EMBEDDING = re.compile(r"embeddings$")
 _ATTENTION_QKV = re.compile(r"(^|/)(query|key|value)/kernel$")
 
@@ -91,7 +99,7 @@ def default_channel_axes(shape: Sequence[int], path: str) -> Axes:
         path: its Keras path (``"embedding/embeddings"``) or name.
     """
     ndim = len(shape)
-    if ndim < 2:
+    if ndim < 2 or _BIAS.search(path):
         return ()
     if _EMBEDDING.search(path):
         return (0,)
@@ -126,3 +134,27 @@ def resolve_channel_axes(variable: Any, override: ChannelAxesOverride = None) ->
             if re.search(pattern, path):
                 return normalize_axes(spec, len(shape))
     return default_channel_axes(shape, path)
+
+
+def model_channel_axes(model: Any) -> dict[str, AxesSpec]:
+    """A ``channel_axes`` mapping for a built Keras model, decided from its layer types.
+
+    Covers what variable paths alone cannot tell: depthwise kernels of layers whose name
+    lacks ``depthwise`` (``DepthwiseConv1D/2D`` kernels and ``SeparableConv``
+    ``depthwise_kernel``: last two axes). Other variables are left to the default rule.
+    Use as ``AdamP(channel_axes=model_channel_axes(model))``.
+    """
+    import keras
+
+    depthwise = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+    separable = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+    out: dict[str, AxesSpec] = {}
+    for layer in model._flatten_layers(include_self=True):
+        for v in layer.trainable_variables:
+            name = variable_path(v)
+            is_depthwise = (isinstance(layer, depthwise) and name.endswith("/kernel")) or (
+                isinstance(layer, separable) and name.endswith("/depthwise_kernel")
+            )
+            if is_depthwise:
+                out[re.escape(name) + "$"] = [-2, -1]
+    return out

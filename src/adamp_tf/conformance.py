@@ -20,7 +20,7 @@ import numpy as np
 
 from adamp_core.testing import Backend
 
-__all__ = ["backends", "keras_factory", "KerasUnderTest"]
+__all__ = ["backends", "keras_factory", "keras_eager_factory", "KerasUnderTest"]
 
 #: Keras backend name -> the module that must be importable for it.
 _FRAMEWORKS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -46,9 +46,26 @@ def keras_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
 
 
 class KerasUnderTest:
-    """An ``adamp_tf`` optimizer on Keras variables, driven with NumPy gradients."""
+    """An ``adamp_tf`` optimizer on Keras variables, driven with NumPy gradients.
 
-    def __init__(self, optimizer: str, params: list[np.ndarray], hparams: dict[str, Any]):
+    Args:
+        optimizer: ``"AdamP"`` or ``"SGDP"``.
+        params: starting weights (PyTorch layout).
+        hparams: hyperparameters in the core's names.
+        jit: compile the update (``tf.function`` on TensorFlow, ``jax.jit`` of
+            ``stateless_apply`` on JAX; the torch backend runs eagerly).
+        xla: on TensorFlow, compile with XLA (``jit_compile=True``).
+    """
+
+    def __init__(
+        self,
+        optimizer: str,
+        params: list[np.ndarray],
+        hparams: dict[str, Any],
+        *,
+        jit: bool = True,
+        xla: bool = True,
+    ) -> None:
         import keras
 
         import adamp_tf
@@ -60,13 +77,46 @@ class KerasUnderTest:
         cls = {"AdamP": adamp_tf.AdamP, "SGDP": adamp_tf.SGDP}[optimizer]
         self.optimizer = cls(channel_axes=_torch_layout, **keras_hparams(hparams))
         self.optimizer.build(self.variables)
+        self.xla = xla
+        self._apply = self._compiled_apply() if jit else self._eager_apply
+
+    def _eager_apply(self, grads: list[Any]) -> None:
+        self.optimizer.apply(grads, self.variables)
+
+    def _compiled_apply(self) -> Any:
+        import keras
+
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(self._eager_apply, jit_compile=self.xla)
+        if backend == "jax":
+            import jax
+
+            stateless = jax.jit(self.optimizer.stateless_apply)
+
+            def apply(grads: list[Any]) -> None:
+                train, opt = stateless(
+                    [v.value for v in self.optimizer.variables],
+                    grads,
+                    [v.value for v in self.variables],
+                )
+                for var, value in zip([*self.variables, *self.optimizer.variables], [*train, *opt]):
+                    var.assign(value)
+
+            return apply
+        return self._eager_apply
 
     def step(self, grads: Sequence[np.ndarray]) -> None:
         from keras import ops
 
-        tensors = [ops.convert_to_tensor(np.asarray(g), dtype=v.dtype)
-                   for g, v in zip(grads, self.variables)]
-        self.optimizer.apply(tensors, self.variables)
+        self._apply(
+            [
+                ops.convert_to_tensor(np.asarray(g), dtype=v.dtype)
+                for g, v in zip(grads, self.variables)
+            ]
+        )
 
     def get_params(self) -> list[np.ndarray]:
         from keras import ops
@@ -75,8 +125,14 @@ class KerasUnderTest:
 
 
 def keras_factory(optimizer: str, params: list[np.ndarray], hparams: dict[str, Any]) -> Any:
-    """Conformance factory for the Keras backend this process runs (``KERAS_BACKEND``)."""
+    """Conformance factory for the Keras backend of this process (``KERAS_BACKEND``);
+    the update is compiled where the backend compiles (see :class:`KerasUnderTest`)."""
     return KerasUnderTest(optimizer, params, hparams)
+
+
+def keras_eager_factory(optimizer: str, params: list[np.ndarray], hparams: dict[str, Any]) -> Any:
+    """As :func:`keras_factory`, with the update run eagerly."""
+    return KerasUnderTest(optimizer, params, hparams, jit=False)
 
 
 def _float64_ok(backend: str) -> bool:
@@ -94,6 +150,7 @@ def backends() -> list[Backend]:
         if importlib.util.find_spec(module) is None:
             continue
         dtypes = ("float32", "float64") if _float64_ok(backend) else ("float32",)
-        out.append(Backend(f"keras-{backend}", keras_factory, dtypes,
-                           env={"KERAS_BACKEND": backend}))
+        out.append(
+            Backend(f"keras-{backend}", keras_factory, dtypes, env={"KERAS_BACKEND": backend})
+        )
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -10,7 +11,7 @@ from keras import ops
 from adamp_core.validation import validate_adamp_hparams, validate_sgdp_hparams
 
 from ._base import ProjectedOptimizer, validated_lr
-from ._math import compute_dtype, decay_factor, densify, project
+from ._math import compute_dtype, const, decay_factor, densify, project
 from .axes import ChannelAxesOverride
 
 __all__ = ["AdamP", "SGDP"]
@@ -47,6 +48,9 @@ class AdamP(ProjectedOptimizer):
             ``{regex on variable path: axes}`` or a callable ``f(variable) -> axes``
             (``"default"`` falls back; ``None``/``()`` disables projection). Default rule
             in :mod:`adamp_tf.axes`.
+        exclude_from_weight_decay: variable-name patterns (regex, searched in the
+            variable name) excluded from weight decay; same as calling
+            ``exclude_from_weight_decay(var_names=...)``, and saved in the config.
         **kwargs: Keras base arguments: ``name``, ``clipnorm``, ``clipvalue``,
             ``global_clipnorm``, ``use_ema``, ``ema_momentum``,
             ``ema_overwrite_frequency``, ``loss_scale_factor``,
@@ -67,16 +71,26 @@ class AdamP(ProjectedOptimizer):
         wd_ratio: float = 0.1,
         nesterov: bool = False,
         channel_axes: ChannelAxesOverride = None,
+        exclude_from_weight_decay: Sequence[str] | None = None,
         name: str = "adamp",
         **kwargs: Any,
     ) -> None:
         validate_adamp_hparams(
-            lr=validated_lr(learning_rate), betas=(beta_1, beta_2), eps=epsilon,
-            weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio, nesterov=nesterov,
+            lr=validated_lr(learning_rate),
+            betas=(beta_1, beta_2),
+            eps=epsilon,
+            weight_decay=weight_decay,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            nesterov=nesterov,
         )
         super().__init__(
-            learning_rate, weight_decay=float(weight_decay), channel_axes=channel_axes,
-            name=name, **kwargs,
+            learning_rate,
+            weight_decay=float(weight_decay),
+            channel_axes=channel_axes,
+            exclude_from_weight_decay=exclude_from_weight_decay,
+            name=name,
+            **kwargs,
         )
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
@@ -84,6 +98,8 @@ class AdamP(ProjectedOptimizer):
         self.delta = float(delta)
         self.wd_ratio = float(wd_ratio)
         self.nesterov = nesterov
+
+    _name_of_kernel = "adamp"
 
     def build(self, variables: list[Any]) -> None:
         """Create the first and second moment estimates, one pair per variable."""
@@ -98,8 +114,8 @@ class AdamP(ProjectedOptimizer):
         """One AdamP step on one variable (see ``adamp_core.functional.adamp_step``)."""
         index = self._get_variable_index(variable)
         dtype = compute_dtype(keras.backend.standardize_dtype(variable.dtype))
-        b1, b2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
-        one = ops.cast(1.0, dtype)
+        b1, b2 = const(self.beta_1, dtype), const(self.beta_2, dtype)
+        one = const(1.0, dtype)
         lr = ops.cast(learning_rate, dtype)
         param = ops.cast(variable, dtype)
         grad = ops.cast(densify(gradient), dtype)
@@ -110,11 +126,16 @@ class AdamP(ProjectedOptimizer):
         bias_correction2 = one - ops.power(b2, step)
         exp_avg = ops.cast(exp_avg_var, dtype) * b1 + (one - b1) * grad
         exp_avg_sq = ops.cast(exp_avg_sq_var, dtype) * b2 + (one - b2) * (grad * grad)
-        denom = ops.sqrt(exp_avg_sq) / ops.sqrt(bias_correction2) + ops.cast(self.epsilon, dtype)
+        denom = ops.sqrt(exp_avg_sq) / ops.sqrt(bias_correction2) + const(self.epsilon, dtype)
         numer = b1 * exp_avg + (one - b1) * grad if self.nesterov else exp_avg
         update, ratio = project(
-            param, grad, numer / denom, self._axes_of[index],
-            delta=self.delta, wd_ratio=self.wd_ratio, eps=self.epsilon,
+            param,
+            grad,
+            numer / denom,
+            self._axes_of[index],
+            delta=self.delta,
+            wd_ratio=self.wd_ratio,
+            eps=self.epsilon,
         )
         weight_decay = self._decay_of[index]
         if weight_decay > 0:
@@ -128,8 +149,13 @@ class AdamP(ProjectedOptimizer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, delta=self.delta,
-            wd_ratio=self.wd_ratio, nesterov=self.nesterov, **self._projection_config(),
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            wd_ratio=self.wd_ratio,
+            nesterov=self.nesterov,
+            **self._projection_config(),
         )
         return config
 
@@ -155,6 +181,7 @@ class SGDP(ProjectedOptimizer):
             projected, the paper's Algorithm 1). Same meaning as in ``adamp_core``.
         channel_axes: per-variable override of the output-channel axes, see
             :class:`AdamP`.
+        exclude_from_weight_decay: see :class:`AdamP`.
         **kwargs: Keras base arguments, see :class:`AdamP`.
 
     Raises:
@@ -173,17 +200,28 @@ class SGDP(ProjectedOptimizer):
         wd_ratio: float = 0.1,
         variant: str = "authors",
         channel_axes: ChannelAxesOverride = None,
+        exclude_from_weight_decay: Sequence[str] | None = None,
         name: str = "sgdp",
         **kwargs: Any,
     ) -> None:
         validate_sgdp_hparams(
-            lr=validated_lr(learning_rate), momentum=momentum, dampening=dampening,
-            weight_decay=weight_decay, nesterov=nesterov, eps=epsilon, delta=delta,
-            wd_ratio=wd_ratio, variant=variant,
+            lr=validated_lr(learning_rate),
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            eps=epsilon,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            variant=variant,
         )
         super().__init__(
-            learning_rate, weight_decay=float(weight_decay), channel_axes=channel_axes,
-            name=name, **kwargs,
+            learning_rate,
+            weight_decay=float(weight_decay),
+            channel_axes=channel_axes,
+            exclude_from_weight_decay=exclude_from_weight_decay,
+            name=name,
+            **kwargs,
         )
         self.momentum = float(momentum)
         self.dampening = float(dampening)
@@ -192,6 +230,8 @@ class SGDP(ProjectedOptimizer):
         self.delta = float(delta)
         self.wd_ratio = float(wd_ratio)
         self.variant = variant
+
+    _name_of_kernel = "sgdp"
 
     def build(self, variables: list[Any]) -> None:
         """Create one momentum buffer per variable (none when ``momentum == 0``)."""
@@ -206,19 +246,24 @@ class SGDP(ProjectedOptimizer):
         """One SGDP step on one variable (see ``adamp_core.functional.sgdp_step``)."""
         index = self._get_variable_index(variable)
         dtype = compute_dtype(keras.backend.standardize_dtype(variable.dtype))
-        momentum = ops.cast(self.momentum, dtype)
+        momentum = const(self.momentum, dtype)
         lr = ops.cast(learning_rate, dtype)
         param = ops.cast(variable, dtype)
         grad = ops.cast(densify(gradient), dtype)
 
-        buf = ops.cast(1.0 - self.dampening, dtype) * grad
+        buf = const(1.0 - self.dampening, dtype) * grad
         if self._momentum_buffers:
             buf_var = self._momentum_buffers[index]
             buf = ops.cast(buf_var, dtype) * momentum + buf
         direction = grad + momentum * buf if self.nesterov else buf
         update, ratio = project(
-            param, grad, direction, self._axes_of[index],
-            delta=self.delta, wd_ratio=self.wd_ratio, eps=self.epsilon,
+            param,
+            grad,
+            direction,
+            self._axes_of[index],
+            delta=self.delta,
+            wd_ratio=self.wd_ratio,
+            eps=self.epsilon,
         )
         if self.variant == "authors" and not self.nesterov:
             buf = update
@@ -234,8 +279,13 @@ class SGDP(ProjectedOptimizer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            momentum=self.momentum, dampening=self.dampening, nesterov=self.nesterov,
-            epsilon=self.epsilon, delta=self.delta, wd_ratio=self.wd_ratio,
-            variant=self.variant, **self._projection_config(),
+            momentum=self.momentum,
+            dampening=self.dampening,
+            nesterov=self.nesterov,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            wd_ratio=self.wd_ratio,
+            variant=self.variant,
+            **self._projection_config(),
         )
         return config
