@@ -10,7 +10,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "numpy_only"]
 
 PYTHON = None  # the interpreter nox runs under
 CONSTRAINTS = ("-c", "constraints.txt")
@@ -18,6 +18,7 @@ TEST_DEPS = ("pytest", "hypothesis", "adamp==0.3.0")
 TORCH = ("torch",)
 KERAS_TF = ("keras", "tensorflow-cpu")
 JAX = ("jax",)
+DEMO = ("scikit-learn", "matplotlib")
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -44,11 +45,21 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole suite: core, torch, and the Keras tests on every Keras backend."""
-    _install(session, *TORCH, *KERAS_TF, *JAX)
+    """The whole suite: core, torch, CLI, and the Keras tests on every Keras backend."""
+    _install(session, *TORCH, *KERAS_TF, *JAX, *DEMO)
     _pytest(session, "tests", "--ignore=tests/keras")
     for backend in KERAS_BACKENDS:
         _keras(session, backend)
+
+
+@nox.session(python=PYTHON)
+def numpy_only(session: nox.Session) -> None:
+    """The main-job commands with nothing but NumPy installed: they must still work."""
+    session.install("-c", "constraints.txt", ".")
+    session.run("python", "-m", "adamp_core", "check")
+    # --strict counts the frameworks that are not installed as failures
+    session.run("python", "-m", "adamp_core", "check", "--strict", success_codes=[1])
+    session.run("python", "-m", "adamp_core", "demo", "--quick", "--out", session.create_tmp())
 
 
 @nox.session(python=PYTHON)
@@ -63,6 +74,13 @@ def torch(session: nox.Session) -> None:
     """PyTorch adapter tests."""
     _install(session, *TORCH)
     _pytest(session, "tests/torch")
+
+
+@nox.session(python=PYTHON)
+def cli(session: nox.Session) -> None:
+    """`python -m adamp_core check` and `demo` tests."""
+    _install(session, *TORCH, *KERAS_TF, *DEMO)
+    _pytest(session, "tests/cli")
 
 
 @nox.session(python=PYTHON)

@@ -91,6 +91,8 @@ class CheckReport:
     results: list[CaseResult] = field(default_factory=list)
     errors: list[LoadError] = field(default_factory=list)
     skipped: list[LoadError] = field(default_factory=list)
+    #: Opt-in backends that were not named with ``--backend`` (never a failure).
+    opt_in: list[LoadError] = field(default_factory=list)
     steps: int = 20
     strict: bool = False
 
@@ -115,6 +117,7 @@ class CheckReport:
         self.results += other.results
         self.errors += other.errors
         self.skipped += other.skipped
+        self.opt_in += other.opt_in
 
 
 def _as_backends(value: object, source: str) -> list[Backend]:
@@ -253,6 +256,13 @@ def run_check(
         if all(name in known for name in only):  # else keep every load error: it may say why
             report.errors = [e for e in report.errors if e.name in only]
             report.skipped = [e for e in report.skipped if e.name in only]
+    elif not in_child:
+        report.opt_in = [
+            LoadError(b.name, f"opt-in, run it with --backend {b.name}")
+            for b in backends
+            if b.opt_in
+        ]
+        backends = [b for b in backends if not b.opt_in]
     for backend in backends:
         started = time.perf_counter()
         here = _env_satisfied(backend)
@@ -307,6 +317,9 @@ def format_report(report: CheckReport) -> str:
     if report.skipped:
         lines += ["", "not checked (optional framework not installed):"]
         lines += [f"  {s.name}: {s.message}" for s in report.skipped]
+    if report.opt_in:
+        lines += ["", "not checked (slow, opt-in):"]
+        lines += [f"  {s.name}: {s.message}" for s in report.opt_in]
     failed = [r for r in report.rows if not r.passed]
     verdict = "PASSED" if report.passed else "FAILED"
     detail = f"{len(report.rows) - len(failed)}/{len(report.rows)} rows pass"
@@ -337,6 +350,7 @@ def write_json(report: CheckReport, path: str | os.PathLike[str]) -> None:
         "results": [_row_dict(r) for r in report.results],
         "errors": [vars(e) for e in report.errors],
         "skipped": [vars(e) for e in report.skipped],
+        "opt_in": [vars(e) for e in report.opt_in],
     }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, allow_nan=False)
@@ -357,4 +371,5 @@ def read_json(path: str | os.PathLike[str]) -> CheckReport:
         steps=data["steps"],
         errors=[LoadError(**e) for e in data["errors"]],
         skipped=[LoadError(**e) for e in data["skipped"]],
+        opt_in=[LoadError(**e) for e in data.get("opt_in", [])],
     )

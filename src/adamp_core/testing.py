@@ -140,6 +140,9 @@ class Backend:
     #: check runs this backend in a child process that does. ``factory`` must therefore
     #: import its framework lazily, on first call.
     env: Mapping[str, str] = field(default_factory=dict)
+    #: Run only when named explicitly (``check --backend NAME``): for paths whose check
+    #: takes minutes (a compiler warming up), so the default check stays quick.
+    opt_in: bool = False
 
 
 def _seed(*parts: object) -> int:

@@ -15,6 +15,7 @@ Importing this module does not import torch; the factories do, on first call.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,12 +87,18 @@ def make_factory(
 
 
 def backends() -> list[Backend]:
-    """One backend per code path (see the module doc)."""
+    """One backend per code path (see the module doc).
+
+    Raises:
+        ModuleNotFoundError: torch is not installed (the check lists this backend as
+            "not checked" rather than failing it).
+    """
+    if importlib.util.find_spec("torch") is None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
     return [
         Backend("torch", make_factory()),
         Backend("torch-single", make_factory({"foreach": False})),
         Backend("torch-foreach", make_factory({"fused": False})),
-        # float64 only: each run compiles a graph (~40 s cold on 2 CPU cores), and float64
-        # is the strict tolerance.
-        Backend("torch-compiled", make_factory(compiled=True), dtypes=("float64",)),
+        # float64 only and opt-in: each run compiles a graph (~40 s cold on 2 CPU cores)
+        Backend("torch-compiled", make_factory(compiled=True), dtypes=("float64",), opt_in=True),
     ]

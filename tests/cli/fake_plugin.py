@@ -48,6 +48,10 @@ def env_backends() -> list[Backend]:
     return [Backend("fake-env", needs_env_factory, F64, env={"ADAMP_FAKE_ENV": "on"})]
 
 
+def opt_in_backends() -> list[Backend]:
+    return [Backend("fake-slow-broken", never_projects, F64, opt_in=True)]
+
+
 def not_a_backend() -> list[int]:
     return [42]
 

@@ -117,6 +117,17 @@ def test_single_backend_and_filters() -> None:
     assert not unknown.passed and "no backend named 'nope'" in unknown.errors[0].message
 
 
+def test_opt_in_backend_runs_only_when_named() -> None:
+    discovery = discover_backends([entry_point("slow", "fake_plugin:opt_in_backends")])
+    default = run_check(discovery, steps=STEPS)
+    assert default.passed and {r.backend for r in default.rows} == {"numpy"}
+    assert [e.name for e in default.opt_in] == ["fake-slow-broken"]
+    assert "--backend fake-slow-broken" in format_report(default)
+    named = run_check(discovery, only=["fake-slow-broken"], steps=STEPS)
+    assert not named.passed  # it ran, and the broken optimizer fails
+    assert {r.backend for r in named.rows} == {"fake-slow-broken"}
+
+
 def test_duplicate_backend_names_are_an_error() -> None:
     discovery = discover_backends(
         [
