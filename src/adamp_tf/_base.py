@@ -154,7 +154,8 @@ def _has_float64() -> bool:
         return True
     import jax
 
-    return bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
+    # getattr: jax.config's flags are not in its type stubs
+    return bool(getattr(jax.config, "jax_enable_x64", False))
 
 
 def _axes_to_config(spec: Any) -> Any:
