@@ -19,6 +19,7 @@ TORCH = ("torch",)
 KERAS_TF = ("keras", "tensorflow-cpu")
 JAX = ("jax",)
 DEMO = ("scikit-learn", "matplotlib")
+BENCH_DEPS = ("pytorch_optimizer",)
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -89,3 +90,16 @@ def keras(session: nox.Session, backend: str) -> None:
     """Keras adapter tests on one Keras backend."""
     _install(session, *TORCH, *KERAS_TF, *JAX)
     _keras(session, backend)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Optimizer-step benchmark; writes benchmarks/results/latest.{md,json}.
+
+    Harness options after ``--``, e.g. ``nox -s bench -- --quick`` or ``-- --sets resnet50``.
+    """
+    _install(session, *TORCH, *KERAS_TF, *BENCH_DEPS)
+    # timm's __init__ imports torchvision (no build for this torch); the harness loads only
+    # timm's optimizer modules, which need torch alone.
+    session.install(*CONSTRAINTS, "--no-deps", "timm")
+    session.run("python", "-m", "benchmarks", *session.posargs)

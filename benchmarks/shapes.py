@@ -55,7 +55,9 @@ def _conv(prefix: str, out_ch: int, in_ch: int, k: int) -> ParamList:
     return [(f"{prefix}.weight", (out_ch, in_ch, k, k))]
 
 
-def resnet(layers: tuple[int, int, int, int], bottleneck: bool, num_classes: int = 1000) -> ParamList:
+def resnet(
+    layers: tuple[int, int, int, int], bottleneck: bool, num_classes: int = 1000
+) -> ParamList:
     """ResNet (He et al. 2016) as torchvision builds it (v1.5: stride on the 3x3 convolution,
     which does not change shapes).
 

@@ -18,6 +18,7 @@ import gc
 import statistics
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class Row:
     status: str = "ok"  # "ok" | "unavailable" | "failed"
     reason: str | None = None
     times_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
     first_step_s: float | None = None
     warmup_s: list[float] = field(default_factory=list)
     state_bytes: int | None = None
@@ -47,28 +49,47 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
     def summary(self, total_params: int) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            k: getattr(self, k)
-            for k in ("label", "family", "role", "status", "reason", "first_step_s", "warmup_s",
-                      "state_bytes", "step_peak_bytes", "max_rel_diff", "notes", "times_ms")
-        }  # fmt: skip
+        d: dict[str, Any] = dict(vars(self))
         if self.times_ms:
-            q = statistics.quantiles(self.times_ms, n=4) if len(self.times_ms) > 1 else None
+            q = (
+                statistics.quantiles(self.times_ms, n=4, method="inclusive")
+                if len(self.times_ms) > 1
+                else None
+            )
             d["median_ms"] = statistics.median(self.times_ms)
             d["p25_ms"], d["p75_ms"] = (q[0], q[2]) if q else (None, None)
+            d["median_cpu_ms"] = statistics.median(self.cpu_ms)
         if self.state_bytes is not None:
             d["state_bytes_per_param"] = self.state_bytes / total_params
         return d
 
 
-def _state_bytes(opt: torch.optim.Optimizer) -> int:
-    """Bytes of the distinct tensor storages held in ``opt.state`` (moments, buffers, steps,
-    and any scratch an implementation keeps there)."""
+def _state_bytes(opt: torch.optim.Optimizer, exclude: set[int]) -> int:
+    """Bytes of the distinct tensor storages reachable from the optimizer object (its
+    ``state``, and any scratch buffers or caches it keeps in attributes), excluding the
+    storages in ``exclude`` (the weights and gradients). Containers and plain objects are
+    followed a few levels deep; torch modules' internals are not."""
     seen: dict[int, int] = {}
-    for st in opt.state.values():
-        for v in st.values():
-            if isinstance(v, torch.Tensor):
-                seen[v.untyped_storage().data_ptr()] = v.untyped_storage().nbytes()
+    stack: list[tuple[Any, int]] = [(opt.state, 0), (vars(opt), 0)]
+    visited: set[int] = set()
+    while stack:
+        obj, depth = stack.pop()
+        if id(obj) in visited or depth > 6:
+            continue
+        visited.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in exclude:
+                seen[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(obj, dict):
+            stack += [(v, depth + 1) for v in obj.values()]
+            stack += [(k, depth + 1) for k in obj if isinstance(k, torch.Tensor)]
+        elif isinstance(obj, (list, tuple, set)):
+            stack += [(v, depth + 1) for v in obj]
+        elif hasattr(obj, "__dict__") and not type(obj).__module__.startswith("torch"):
+            stack.append((vars(obj), depth + 1))
+        elif hasattr(obj, "__slots__"):
+            stack += [(getattr(obj, n), depth + 1) for n in obj.__slots__ if hasattr(obj, n)]
     return sum(seen.values())
 
 
@@ -92,6 +113,7 @@ class _Bench:
         self.clock = _Clock(device)
         self.cuda = device.startswith("cuda")
         self.peak = PeakRss() if not self.cuda else None
+        self.storages = {t.untyped_storage().data_ptr() for t in [*params, *grads]}
 
     def restore(self, grads_too: bool) -> None:
         with torch.no_grad():
@@ -99,10 +121,20 @@ class _Bench:
             if grads_too:
                 torch._foreach_copy_(self.grads, self.master_grads)
 
+    def load_grads(self, grads: list[torch.Tensor]) -> None:
+        """Make ``grads`` the gradients (copied into the same tensors, so nothing that holds
+        them, compiled code included, sees a new object)."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.master_grads, grads)
+            torch._foreach_copy_(self.grads, grads)
+
     def grads_changed(self) -> bool:
         return not all(torch.equal(g, m) for g, m in zip(self.grads, self.master_grads))
 
-    def timed_step(self, opt: torch.optim.Optimizer, grads_too: bool) -> tuple[float, int | None]:
+    def timed_step(
+        self, step: Callable[[], Any], grads_too: bool
+    ) -> tuple[float, float, int | None]:
+        """(wall seconds, process CPU seconds, transient bytes) of one ``step()``."""
         self.restore(grads_too)
         if self.cuda:
             torch.cuda.synchronize()
@@ -110,23 +142,25 @@ class _Bench:
             base = torch.cuda.memory_allocated()
         elif self.peak is not None:
             self.peak.start()
+        c0 = time.process_time()
         t0 = self.clock.now()
-        opt.step()
+        step()
         t1 = self.clock.now()
+        c1 = time.process_time()
         if self.cuda:
             extra: int | None = torch.cuda.max_memory_allocated() - base
         else:
             extra = self.peak.stop() if self.peak is not None else None
-        return (t1 - t0), extra
+        return (t1 - t0), (c1 - c0), extra
 
 
-def _check_no_host_sync(bench: _Bench, opt: torch.optim.Optimizer) -> str:
+def _check_no_host_sync(bench: _Bench, step: Callable[[], Any]) -> str:
     """Run one step with torch.cuda.set_sync_debug_mode("error"); report what happened."""
     bench.restore(False)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        opt.step()
+        step()
         verdict = "no host sync (set_sync_debug_mode('error') passed)"
     except RuntimeError as exc:
         verdict = f"HOST SYNC: {str(exc).splitlines()[0]}"
@@ -136,9 +170,66 @@ def _check_no_host_sync(bench: _Bench, opt: torch.optim.Optimizer) -> str:
     return verdict
 
 
+@dataclass
+class _Live:
+    """A constructed optimizer: its step callable and its row in the current section."""
+
+    cand: Candidate
+    step: Callable[[], Any]
+    mutates_grads: bool
+    state_bytes: int | None
+    row: Row
+
+
+def _start(cand: Candidate, bench: _Bench, warmup: int, log: Any) -> tuple[Row, _Live | None]:
+    """Construct ``cand`` and take its warm-up steps; a row saying why when it cannot."""
+    row = Row(cand.label, cand.family, cand.role, notes=list(cand.notes))
+    if cand.unavailable is not None or cand.factory is None:
+        row.status, row.reason = "unavailable", cand.unavailable or "no factory"
+        return row, None
+    try:
+        opt = cand.factory(bench.params)
+        step: Callable[[], Any] = torch.compile(opt.step) if cand.compiled else opt.step
+        mutates = False
+        for i in range(max(1, warmup)):
+            dt, _, _ = bench.timed_step(step, mutates)
+            row.warmup_s.append(dt)
+            if i == 0 and bench.grads_changed():
+                mutates = True
+                row.notes.append("modifies p.grad in place (grads restored every step)")
+                bench.restore(True)
+        row.first_step_s = row.warmup_s[0]
+        row.state_bytes = _state_bytes(opt, bench.storages)
+        if cand.compiled:
+            secs = " + ".join(f"{t:.1f}" for t in row.warmup_s)
+            row.notes.append(f"compiles in its warm-up steps: {secs} s")
+    except Exception as exc:
+        row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        log(f"  {cand.label}: FAILED\n" + traceback.format_exc(limit=3))
+        bench.restore(True)
+        return row, None
+    log(f"  {cand.label}: first step {row.first_step_s:.3f}s")
+    return row, _Live(cand, step, mutates, row.state_bytes, row)
+
+
+def _carry_over(live: _Live, bench: _Bench, kind: str) -> Row:
+    """A fresh row for ``live`` on new gradients, after one untimed step on them."""
+    row = Row(live.cand.label, live.cand.family, live.cand.role, notes=list(live.cand.notes))
+    row.state_bytes = live.state_bytes
+    dt, _, _ = bench.timed_step(live.step, live.mutates_grads)
+    row.first_step_s = dt
+    row.warmup_s = [dt]
+    if live.cand.compiled:
+        row.notes.append(f"first step on {kind} gradients (recompilation, if any): {dt:.1f} s")
+    if live.mutates_grads:
+        row.notes.append("modifies p.grad in place (grads restored every step)")
+    live.row = row
+    return row
+
+
 def run(
     set_name: str,
-    grad_kind: str,
+    grad_kinds: list[str],
     candidates: list[Candidate],
     *,
     rounds: int,
@@ -146,100 +237,103 @@ def run(
     warmup: int,
     device: str = "cpu",
     log: Any = print,
-) -> dict[str, Any]:
-    """Time every candidate on ``set_name`` with ``grad_kind`` gradients; return a JSON-able
-    section (rows, medians, ratios against the family baselines, census, load)."""
+) -> list[dict[str, Any]]:
+    """Time every candidate on ``set_name``, one section per gradient kind (JSON-able: rows,
+    medians, ratios against the family baselines, projection census, load).
+
+    The optimizers are built once and carried from one gradient kind to the next (the same
+    objects, so a compiled step compiles once); each later kind starts with one untimed step.
+    """
     shapes = shape_sets.build(set_name)
-    params = workload.make_params(shapes, device=device)
-    grads = workload.make_grads(params, grad_kind)
-    census = workload.projection_census(params, grads)
     total = shape_sets.total(shapes)
-    bench = _Bench(params, grads, device)
-    load_start = loadavg()
-    rows: list[Row] = []
-    live: list[tuple[Row, torch.optim.Optimizer, bool]] = []
-
-    for cand in candidates:
-        row = Row(cand.label, cand.family, cand.role, notes=list(cand.notes))
-        rows.append(row)
-        if cand.unavailable is not None or cand.factory is None:
-            row.status, row.reason = "unavailable", cand.unavailable or "no factory"
-            continue
-        try:
-            opt = cand.factory(params)
-            mutates = False
-            for i in range(max(1, warmup)):
-                dt, _ = bench.timed_step(opt, mutates)
-                row.warmup_s.append(dt)
-                if i == 0:
-                    row.first_step_s = dt
-                    if bench.grads_changed():
-                        mutates = True
-                        row.notes.append("modifies p.grad in place (grads restored every step)")
-                        bench.restore(True)
-            row.state_bytes = _state_bytes(opt)
-        except Exception as exc:
-            row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
-            log(f"  {cand.label}: FAILED\n" + traceback.format_exc(limit=3))
-            bench.restore(True)
-            continue
-        live.append((row, opt, mutates))
-        log(f"  {cand.label}: first step {row.first_step_s:.3f}s")
-
-    for r in range(rounds):
-        order = live[r % len(live) :] + live[: r % len(live)] if live else []
-        for row, opt, mutates in order:
-            for _ in range(steps):
-                dt, extra = bench.timed_step(opt, mutates)
-                row.times_ms.append(dt * 1e3)
-                if extra is not None:
-                    row.step_peak_bytes = max(row.step_peak_bytes or 0, extra)
-        log(f"  round {r + 1}/{rounds} done (load {loadavg()})")
-
-    _agreement(bench, live)
-    if bench.cuda:
-        for row, opt, _ in live:
-            if row.role == "ours":
-                row.notes.append(_check_no_host_sync(bench, opt))
-
-    medians = {row.label: statistics.median(row.times_ms) for row, _, _ in live if row.times_ms}
-    out_rows = []
-    for row in rows:
-        d = row.summary(total)
-        base = BASELINE[row.family]
-        d["baseline"] = base
-        if row.label in medians and base in medians:
-            d["ratio"] = medians[row.label] / medians[base]
-        out_rows.append(d)
+    params = workload.make_params(shapes, device=device)
+    grads_by_kind = {k: workload.make_grads(params, k) for k in grad_kinds}
+    bench = _Bench(params, [g.clone() for g in grads_by_kind[grad_kinds[0]]], device)
+    sections = []
+    live: list[_Live] = []
+    dead: list[Row] = []
+    for index, kind in enumerate(grad_kinds):
+        bench.load_grads(grads_by_kind[kind])
+        census = workload.projection_census(params, grads_by_kind[kind])
+        load_start = loadavg()
+        log(f"torch {device} {set_name} {kind}: {census.describe()}")
+        if index == 0:
+            for cand in candidates:
+                row, started = _start(cand, bench, warmup, log)
+                if started is None:
+                    dead.append(row)
+                else:
+                    live.append(started)
+            rows = [lv.row for lv in live] + dead
+        else:
+            rows = [_carry_over(lv, bench, kind) for lv in live] + dead
+        order = [c.label for c in candidates]
+        rows.sort(key=lambda r: order.index(r.label))
+        _time_rounds(bench, live, rounds, steps, log)
+        _agreement(bench, live)
+        if bench.cuda:
+            for lv in live:
+                if lv.row.role == "ours":
+                    lv.row.notes.append(_check_no_host_sync(bench, lv.step))
+        sections.append(
+            {
+                "framework": "torch",
+                "device": device,
+                "set": set_name,
+                "grad_kind": kind,
+                "params": total,
+                "tensors": len(shapes),
+                "census": census.describe(),
+                "carried_over": index > 0,
+                "rounds": rounds,
+                "steps_per_round": steps,
+                "warmup": warmup if index == 0 else 1,
+                "loadavg_start": load_start,
+                "loadavg_end": loadavg(),
+                "rows": _summaries(rows, total),
+            }
+        )
     del live
     gc.collect()
-    return {
-        "framework": "torch",
-        "device": device,
-        "set": set_name,
-        "grad_kind": grad_kind,
-        "params": total,
-        "tensors": len(shapes),
-        "census": census.describe(),
-        "rounds": rounds,
-        "steps_per_round": steps,
-        "warmup": warmup,
-        "loadavg_start": load_start,
-        "loadavg_end": loadavg(),
-        "rows": out_rows,
-    }
+    return sections
 
 
-def _agreement(bench: _Bench, live: list[tuple[Row, torch.optim.Optimizer, bool]]) -> None:
+def _time_rounds(bench: _Bench, live: list[_Live], rounds: int, steps: int, log: Any) -> None:
+    for r in range(rounds):
+        k = r % len(live) if live else 0
+        for lv in live[k:] + live[:k]:
+            for _ in range(steps):
+                dt, cpu, extra = bench.timed_step(lv.step, lv.mutates_grads)
+                lv.row.times_ms.append(dt * 1e3)
+                lv.row.cpu_ms.append(cpu * 1e3)
+                if extra is not None:
+                    lv.row.step_peak_bytes = max(lv.row.step_peak_bytes or 0, extra)
+        log(f"  round {r + 1}/{rounds} done (load {loadavg()})")
+
+
+def _summaries(rows: list[Row], total: int) -> list[dict[str, Any]]:
+    medians = {r.label: statistics.median(r.times_ms) for r in rows if r.times_ms}
+    out = []
+    for row in rows:
+        d = row.summary(total)
+        d["baseline"] = base = BASELINE[row.family]
+        if row.label in medians and base in medians:
+            d["ratio"] = medians[row.label] / medians[base]
+        out.append(d)
+    return out
+
+
+def _agreement(bench: _Bench, live: list[_Live]) -> None:
     """One more step for everyone from the master weights, references first; then
     max |result - authors' result| / max |authors' result| per family. (AdamW/SGD rows show how
     far plain AdamW/SGD lands from AdamP/SGDP on these gradients.)"""
     refs: dict[str, list[torch.Tensor]] = {}
-    order = sorted(live, key=lambda item: item[0].label != REFERENCE[item[0].family])
-    for row, opt, mutates in order:
-        bench.restore(mutates)
+    order = sorted(live, key=lambda lv: lv.row.label != REFERENCE[lv.row.family])
+    for lv in order:
+        row = lv.row
+        bench.restore(lv.mutates_grads)
         try:
-            opt.step()
+            lv.step()
         except Exception as exc:
             row.notes.append(f"agreement step failed: {type(exc).__name__}: {exc}")
             continue

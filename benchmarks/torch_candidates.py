@@ -56,6 +56,7 @@ class Candidate:
     factory: Factory | None = None
     unavailable: str | None = None
     notes: list[str] = field(default_factory=list)
+    compiled: bool = False  # time torch.compile(opt.step) instead of opt.step
 
 
 def _hp(family: str) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def _choices(annotation: Any, default: Any) -> list[Any]:
     return [v for v in values if v != default and v is not None]
 
 
-def _variants(cls: type, device: str) -> list[dict[str, Any]]:
+def _variants(cls: Any, device: str) -> list[dict[str, Any]]:
     sig = inspect.signature(cls)
     try:
         hints = typing.get_type_hints(cls.__init__)
@@ -99,8 +100,10 @@ def _family_of(name: str) -> str | None:
     return "SGDP" if "SGDP" in name else "AdamP" if "AdamP" in name else None
 
 
-def ours(device: str = "cpu") -> list[Candidate]:
-    """Every path ``adamp_torch`` exposes (or one 'missing' row per family)."""
+def ours(device: str = "cpu", compile_families: tuple[str, ...] = ()) -> list[Candidate]:
+    """Every path ``adamp_torch`` exposes (or one 'missing' row per family), plus, for the
+    families in ``compile_families``, the default constructor with a tensor lr under
+    ``torch.compile(step)`` (the compiled mode the adapter's conformance suite checks)."""
     try:
         mod = importlib.import_module("adamp_torch")
     except Exception as exc:
@@ -109,7 +112,9 @@ def ours(device: str = "cpu") -> list[Candidate]:
     for family in ("AdamP", "SGDP"):
         cls = getattr(mod, family, None)
         if cls is None:
-            out.append(Candidate(f"ours adamp_torch.{family}", family, "ours", unavailable="missing"))
+            out.append(
+                Candidate(f"ours adamp_torch.{family}", family, "ours", unavailable="missing")
+            )
             continue
         for kw in _variants(cls, device):
             args = ", ".join(f"{k}={v!r}" for k, v in kw.items())
@@ -121,21 +126,36 @@ def ours(device: str = "cpu") -> list[Candidate]:
                     factory=_bind(cls, family, kw),
                 )
             )
-    for name, obj in sorted(vars(mod).items()):
-        family = _family_of(name)
+        if family in compile_families and hasattr(torch, "compile"):
+            out.append(
+                Candidate(
+                    f"ours {family}() + torch.compile(step), tensor lr",
+                    family,
+                    "ours",
+                    factory=_bind(cls, family, {}, tensor_lr=True),
+                    compiled=True,
+                )
+            )
+    for name in sorted(set(dir(mod)) | set(getattr(mod, "__all__", ()))):
+        obj = getattr(mod, name, None)  # dir() and __all__ also list lazy attributes
+        fam = _family_of(name)
         if (
-            family
+            fam
             and name not in ("AdamP", "SGDP")
             and isinstance(obj, type)
             and issubclass(obj, torch.optim.Optimizer)
         ):
-            out.append(Candidate(f"ours {name}()", family, "ours", factory=_bind(obj, family, {})))
+            out.append(Candidate(f"ours {name}()", fam, "ours", factory=_bind(obj, fam, {})))
     return out
 
 
-def _bind(cls: Any, family: str, extra: dict[str, Any]) -> Factory:
+def _bind(cls: Any, family: str, extra: dict[str, Any], tensor_lr: bool = False) -> Factory:
     def make(params: list[torch.Tensor]) -> torch.optim.Optimizer:
-        return cls(params, **_hp(family), **extra)  # type: ignore[no-any-return]
+        hp = _hp(family)
+        if tensor_lr:  # a Python float lr would be baked into the compiled graph
+            hp["lr"] = torch.tensor(float(hp["lr"]), dtype=torch.float64)
+        opt: torch.optim.Optimizer = cls(params, **hp, **extra)
+        return opt
 
     return make
 
@@ -179,8 +199,12 @@ def _timm(family: str) -> Candidate:
     label = f"timm {family}"
     module = "timm.optim." + family.lower()
     try:
-        return Candidate(label, family, "peer",
-                         _bind(getattr(importlib.import_module(module), family), family, {}))
+        return Candidate(
+            label,
+            family,
+            "peer",
+            _bind(getattr(importlib.import_module(module), family), family, {}),
+        )
     except Exception as first:
         for name in [m for m in sys.modules if m == "timm" or m.startswith("timm.")]:
             del sys.modules[name]
@@ -201,8 +225,14 @@ def peers() -> list[Candidate]:
     out: list[Candidate] = []
     for family in ("AdamP", "SGDP"):
         try:
-            out.append(Candidate(REFERENCE[family], family, "peer",
-                                 _bind(getattr(importlib.import_module("adamp"), family), family, {})))
+            out.append(
+                Candidate(
+                    REFERENCE[family],
+                    family,
+                    "peer",
+                    _bind(getattr(importlib.import_module("adamp"), family), family, {}),
+                )
+            )
         except Exception as exc:
             out.append(_unavailable(REFERENCE[family], family, "peer", exc))
         out.append(_timm(family))
@@ -210,13 +240,14 @@ def peers() -> list[Candidate]:
             label = f"pytorch_optimizer {family}(foreach={foreach})"
             try:
                 cls = getattr(importlib.import_module("pytorch_optimizer"), family)
-                out.append(Candidate(label, family, "peer",
-                                     _bind(cls, family, {"foreach": foreach})))
+                out.append(
+                    Candidate(label, family, "peer", _bind(cls, family, {"foreach": foreach}))
+                )
             except Exception as exc:
                 out.append(_unavailable(label, family, "peer", exc))
     return out  # fmt: skip
 
 
-def all_candidates(device: str = "cpu") -> list[Candidate]:
-    """Ours, then the torch baselines, then the peers."""
-    return ours(device) + baselines(device) + peers()
+def all_candidates(device: str = "cpu", compile_families: tuple[str, ...] = ()) -> list[Candidate]:
+    """Ours (with compiled rows for ``compile_families``), the torch baselines, the peers."""
+    return ours(device, compile_families) + baselines(device) + peers()

@@ -16,7 +16,6 @@ class AuthorsUnderTest:
 
     def __init__(self, optimizer: str, params: list[np.ndarray], hparams: dict[str, Any]):
         import adamp
-
         import torch
 
         hparams = dict(hparams)
