@@ -14,10 +14,15 @@ What can happen to an entry point:
   module outside the entry point's own package, e.g. ``torch``): reported under
   "not checked" with the reason; this fails the check only with ``strict=True``.
 
-A backend whose :attr:`~adamp_core.testing.Backend.env` differs from this process's
-environment (a Keras backend other than the one this process would load) runs in a child
-process, ``python -m adamp_core check --backend NAME --json FILE``, with that environment;
-its results are merged.
+Isolation (the command line's default, ``isolate=True`` of :func:`discover_backends`):
+this process imports no adapter. Each entry point is loaded in a child process of its own,
+``python -m adamp_core check --child --entry-point NAME=VALUE --json FILE`` (see
+:func:`child_main`), which runs the entry point's backends whose environment it has and
+writes what it found and measured as JSON; frameworks that cannot share a process (such
+as TensorFlow and a CUDA build of torch) never meet. A backend whose
+:attr:`~adamp_core.testing.Backend.env` differs from its process's environment (a Keras
+backend other than the one Keras would load) runs in a child process of its own, with
+that environment; results are merged. The NumPy backend and a ``--factory`` run here.
 """
 
 from __future__ import annotations
@@ -26,8 +31,6 @@ import importlib
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -36,7 +39,17 @@ from importlib import metadata
 from typing import Any
 
 from . import __version__
-from .plugins import LoadError, describe, is_missing_optional, load_entry_points
+from .plugins import (
+    ChildRun,
+    LoadError,
+    child_progress,
+    describe,
+    entry_point_arg,
+    is_missing_optional,
+    load_entry_points,
+    parse_entry_point_arg,
+    run_child,
+)
 from .testing import (
     Backend,
     CaseResult,
@@ -54,7 +67,9 @@ __all__ = [
     "Discovery",
     "CheckReport",
     "discover_backends",
+    "list_backends",
     "backend_from_factory",
+    "child_main",
     "run_check",
     "format_report",
     "write_json",
@@ -80,8 +95,13 @@ class Discovery:
     errors: list[LoadError] = field(default_factory=list)
     #: Entry points skipped because an optional framework is not installed.
     skipped: list[LoadError] = field(default_factory=list)
-    #: Backend name -> the entry point that announced it.
+    #: Backend name -> the name of the entry point that announced it.
     origin: dict[str, str] = field(default_factory=dict)
+    #: Entry-point name -> the entry point, for those loaded here.
+    entry_points: dict[str, metadata.EntryPoint] = field(default_factory=dict)
+    #: Entry points not loaded here: :func:`run_check` loads and runs each in a child
+    #: process of its own (``isolate=True``), :func:`list_backends` lists their backends.
+    isolated: list[metadata.EntryPoint] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +115,8 @@ class CheckReport:
     opt_in: list[LoadError] = field(default_factory=list)
     steps: int = 20
     strict: bool = False
+    #: In a ``check --child`` process: backends not run because their ``env`` differs.
+    deferred: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> list[SummaryRow]:
@@ -118,6 +140,7 @@ class CheckReport:
         self.errors += other.errors
         self.skipped += other.skipped
         self.opt_in += other.opt_in
+        self.deferred += other.deferred
 
 
 def _as_backends(value: object, source: str) -> list[Backend]:
@@ -135,20 +158,34 @@ def discover_backends(
     entry_points: Iterable[metadata.EntryPoint] | None = None,
     *,
     only_entry_points: Collection[str] | None = None,
+    isolate: bool = False,
 ) -> Discovery:
     """The NumPy backend plus every backend announced under :data:`ENTRY_POINT_GROUP`.
 
     Args:
         entry_points: the entry points to load; default: those installed in the group.
-        only_entry_points: load only the entry points with these names (a child process
-            loads only the one that announced its backend). Default: all.
+        only_entry_points: load only the entry points with these names. Default: all.
+        isolate: load nothing here: the entry points go to ``Discovery.isolated``, and
+            :func:`run_check` loads and runs each in a child process of its own (so this
+            process imports no adapter and no framework). Default ``False``: load them
+            here (the command line isolates).
     """
     if entry_points is None:
         entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
     if only_entry_points is not None:
         entry_points = [ep for ep in entry_points if ep.name in only_entry_points]
+    if isolate:
+        return Discovery(
+            backends=[NUMPY_BACKEND], isolated=sorted(entry_points, key=lambda e: e.name)
+        )
+    entry_points = list(entry_points)
     loaded = load_entry_points(ENTRY_POINT_GROUP, entry_points)
-    found = Discovery(backends=[NUMPY_BACKEND], errors=loaded.errors, skipped=loaded.skipped)
+    found = Discovery(
+        backends=[NUMPY_BACKEND],
+        errors=loaded.errors,
+        skipped=loaded.skipped,
+        entry_points={ep.name: ep for ep in entry_points},
+    )
     for name, announce in loaded.objects.items():
         try:
             if not callable(announce):
@@ -186,39 +223,154 @@ def _env_satisfied(backend: Backend) -> bool:
     return all(os.environ.get(k) == v for k, v in backend.env.items())
 
 
-def _run_in_child(backend: Backend, steps: int, origin: str | None) -> CheckReport:
-    """Run ``backend`` in ``python -m adamp_core check`` with its environment."""
+def _env_text(backend: Backend) -> str:
+    return ", ".join(f"{k}={v}" for k, v in backend.env.items())
+
+
+def _runs_in_a_child(optimizer: str, params: list[Any], hparams: dict[str, Any]) -> Any:
+    raise RuntimeError("this backend was listed by a child process and runs only in one")
+
+
+def _backend_from_dict(d: dict[str, Any]) -> Backend:
+    """A backend described by a child process (its factory exists only there)."""
+    return Backend(
+        d["name"], _runs_in_a_child, tuple(d["dtypes"]), env=dict(d["env"]), opt_in=d["opt_in"]
+    )
+
+
+def _backend_dict(backend: Backend) -> dict[str, Any]:
+    return {
+        "name": backend.name,
+        "dtypes": list(backend.dtypes),
+        "env": dict(backend.env),
+        "opt_in": backend.opt_in,
+    }
+
+
+@dataclass
+class _ChildResult:
+    """What a ``check --child`` process wrote: the backends its entry point announced,
+    its report, and the backends it left for a child with another environment."""
+
+    backends: list[Backend]
+    report: CheckReport
+    deferred: list[str]
+
+
+def _check_in_child(
+    entry_point: str | None,
+    *,
+    only: Sequence[str] = (),
+    steps: int,
+    list_only: bool = False,
+    env: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> _ChildResult | ChildRun:
+    """Run ``python -m adamp_core check --child`` (see :func:`child_main`); its result, or
+    how it ended when it wrote none."""
     with tempfile.TemporaryDirectory(prefix="adamp-check-") as tmp:
-        path = os.path.join(tmp, "report.json")
-        cmd = [
-            sys.executable,
-            "-m",
-            "adamp_core",
-            "check",
-            "--backend",
-            backend.name,
-            "--json",
-            path,
-            "--steps",
-            str(steps),
-            CHILD_FLAG,
-        ]
-        if origin is not None:
-            cmd += ["--entry-point", origin]
-        env = {**os.environ, **backend.env}
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        path = os.path.join(tmp, "child.json")
+        args = ["check", CHILD_FLAG, "--json", path, "--steps", str(steps)]
+        args += [a for name in only for a in ("--backend", name)]
+        if entry_point is not None:
+            args += ["--entry-point", entry_point]
+        if list_only:
+            args.append("--list")
+        ended = run_child(args, env=env, progress=progress)
         if not os.path.exists(path):
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            return CheckReport(
-                errors=[
-                    LoadError(
-                        backend.name,
-                        f"child process ({' '.join(f'{k}={v}' for k, v in backend.env.items())}) "
-                        f"exited with {proc.returncode} and no report: " + " | ".join(tail),
-                    )
-                ]
-            )
-        return read_json(path)
+            return ended
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    return _ChildResult(
+        [_backend_from_dict(d) for d in data["backends"]],
+        _report_from_dict(data["report"]),
+        list(data["deferred"]),
+    )
+
+
+def _run_in_child(
+    backend: Backend,
+    steps: int,
+    origin: str | None,
+    progress: Callable[[str], None] | None = None,
+) -> CheckReport:
+    """Run ``backend`` in a child process with its environment; ``origin`` is the entry
+    point that announced it (``NAME`` installed, or ``NAME=VALUE``)."""
+    where = f"child process ({_env_text(backend)})"
+    got = _check_in_child(
+        origin, only=[backend.name], steps=steps, env=dict(backend.env), progress=progress
+    )
+    if isinstance(got, ChildRun):
+        return CheckReport(errors=[LoadError(backend.name, got.failure(where))])
+    if backend.name in got.deferred:
+        message = f"environment {dict(backend.env)} not satisfied in the child process"
+        return CheckReport(errors=[LoadError(backend.name, message)])
+    if backend.name not in {b.name for b in got.backends}:
+        why = [e.message for e in got.report.errors + got.report.skipped]
+        message = f"{where} found no backend {backend.name!r}" + (
+            ": " + "; ".join(why) if why else ""
+        )
+        return CheckReport(errors=[LoadError(backend.name, message)])
+    report = got.report
+    return CheckReport(
+        results=[r for r in report.results if r.backend == backend.name],
+        errors=[e for e in report.errors if e.name == backend.name],
+    )
+
+
+def _run_entry_point(
+    ep: metadata.EntryPoint,
+    only: Sequence[str],
+    steps: int,
+    progress: Callable[[str], None] | None,
+) -> tuple[list[Backend], CheckReport]:
+    """Load ``ep`` in a child process and run its backends there, those that need another
+    environment each in a child process of their own; the backends it announced and their
+    report."""
+    got = _check_in_child(entry_point_arg(ep), only=only, steps=steps, progress=progress)
+    if isinstance(got, ChildRun):
+        return [], CheckReport(errors=[LoadError(ep.name, got.failure("child process"))])
+    for name in got.deferred:
+        backend = next(b for b in got.backends if b.name == name)
+        got.report.merge(_run_in_child(backend, steps, entry_point_arg(ep), progress))
+    return got.backends, got.report
+
+
+def _selected(
+    backends: Sequence[Backend], only: Sequence[str], report: CheckReport
+) -> list[Backend]:
+    """The backends to run: those named in ``only``, or else all but the opt-in ones (which
+    go to ``report.opt_in``)."""
+    if only:
+        return [b for b in backends if b.name in only]
+    report.opt_in += [
+        LoadError(b.name, f"opt-in, run it with --backend {b.name}") for b in backends if b.opt_in
+    ]
+    return [b for b in backends if not b.opt_in]
+
+
+def _drop_duplicates(backends: list[Backend], report: CheckReport) -> None:
+    """Backends announced twice (by two entry points loaded in different processes) are an
+    error, and their results are dropped."""
+    names = [b.name for b in backends]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        report.errors.append(LoadError(name, f"backend name {name!r} is announced twice"))
+        report.results = [r for r in report.results if r.backend != name]
+        report.opt_in = [e for e in report.opt_in if e.name != name]
+        backends[:] = [b for b in backends if b.name != name]
+
+
+def _apply_only(known: set[str], only: Sequence[str], report: CheckReport) -> None:
+    """An error for each name in ``only`` that is not a backend; when all are, keep only
+    their errors and skips (else keep every load error: it may say why)."""
+    unknown = [name for name in only if name not in known]
+    if not unknown:
+        report.errors = [e for e in report.errors if e.name in only]
+        report.skipped = [e for e in report.skipped if e.name in only]
+    report.errors += [
+        LoadError(name, f"no backend named {name!r}; found: {', '.join(sorted(known))}")
+        for name in unknown
+    ]
 
 
 def run_check(
@@ -232,73 +384,147 @@ def run_check(
 ) -> CheckReport:
     """Run the conformance suite on the discovered backends.
 
+    Backends found in this process run here, or in a child process with their ``env``
+    when this process's environment differs; each entry point of
+    ``discovery.isolated`` is loaded and run in a child process of its own.
+
     Args:
         discovery: from :func:`discover_backends`.
-        only: backend names to run (default: all). An unknown name is an error.
+        only: backend names to run (default: all but the opt-in ones). An unknown name
+            is an error.
         steps: optimizer steps per run (default 20).
         strict: count skipped (not installed) backends as failures. Default ``False``.
-        in_child: run every backend here, even when its ``env`` differs (used by the
-            child process itself; it then reports an env mismatch as an error).
+        in_child: this process is a ``check --child`` of an isolated check: a name of
+            ``only`` that is not here is no error (another entry point may announce it),
+            load errors are kept, and a backend whose ``env`` differs is not run but
+            listed in ``report.deferred``. Default ``False``.
         progress: called with a line of text before each backend.
     """
     report = CheckReport(
         errors=list(discovery.errors), skipped=list(discovery.skipped), steps=steps, strict=strict
     )
-    backends = discovery.backends
-    if only:
-        known = {b.name for b in backends} | {e.name for e in report.errors + report.skipped}
-        for name in only:
-            if name not in known:
-                report.errors.append(
-                    LoadError(name, f"no backend named {name!r}; found: {', '.join(sorted(known))}")
-                )
-        backends = [b for b in backends if b.name in only]
-        if all(name in known for name in only):  # else keep every load error: it may say why
-            report.errors = [e for e in report.errors if e.name in only]
-            report.skipped = [e for e in report.skipped if e.name in only]
-    elif not in_child:
-        report.opt_in = [
-            LoadError(b.name, f"opt-in, run it with --backend {b.name}")
-            for b in backends
-            if b.opt_in
-        ]
-        backends = [b for b in backends if not b.opt_in]
-    for backend in backends:
-        started = time.perf_counter()
+    found = list(discovery.backends)
+    known = {b.name for b in found} | {e.name for e in report.errors + report.skipped}
+    for backend in _selected(discovery.backends, only, report):
         here = _env_satisfied(backend)
-        if progress is not None:
-            where = (
-                ""
-                if here
-                else " (child process: "
-                + ", ".join(f"{k}={v}" for k, v in backend.env.items())
-                + ")"
-            )
-            progress(f"checking {backend.name}{where} ...")
-        if here:
-            for optimizer in OPTIMIZERS:
-                for dtype in backend.dtypes:
-                    if progress is not None:
-                        progress(f"  {backend.name}: {optimizer} {dtype}")
-                    report.results += run_conformance(
-                        backend.factory,
-                        backend=backend.name,
-                        optimizers=[optimizer],
-                        dtypes=[dtype],
-                        steps=steps,
-                    )
-        elif in_child:
-            report.errors.append(
-                LoadError(
-                    backend.name,
-                    f"environment {dict(backend.env)} not satisfied in the child process",
-                )
-            )
+        if not here and in_child:
+            report.deferred.append(backend.name)
+        elif not here:  # the child says what it is doing
+            origin = discovery.origin.get(backend.name)
+            ep = discovery.entry_points.get(origin) if origin is not None else None
+            origin_arg = entry_point_arg(ep) if ep is not None else origin
+            report.merge(_run_in_child(backend, steps, origin_arg, progress))
         else:
-            report.merge(_run_in_child(backend, steps, discovery.origin.get(backend.name)))
-        if progress is not None:
-            progress(f"  {backend.name}: {time.perf_counter() - started:.1f} s")
+            _run_here(backend, steps, report, in_child, progress)
+    for ep in discovery.isolated:
+        backends, child_report = _run_entry_point(ep, only, steps, progress)
+        found += backends
+        report.merge(child_report)
+        known |= {b.name for b in backends}
+        known |= {e.name for e in child_report.errors + child_report.skipped}
+    if discovery.isolated:
+        _drop_duplicates(found, report)
+    if only and not in_child:
+        _apply_only(known, only, report)
     return report
+
+
+def _run_here(
+    backend: Backend,
+    steps: int,
+    report: CheckReport,
+    in_child: bool,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """Run ``backend`` in this process; its results go to ``report``."""
+    started = time.perf_counter()
+    if progress is not None:
+        where = f" (child process: {_env_text(backend)})" if in_child and backend.env else ""
+        progress(f"checking {backend.name}{where} ...")
+    for optimizer in OPTIMIZERS:
+        for dtype in backend.dtypes:
+            if progress is not None:
+                progress(f"  {backend.name}: {optimizer} {dtype}")
+            report.results += run_conformance(
+                backend.factory,
+                backend=backend.name,
+                optimizers=[optimizer],
+                dtypes=[dtype],
+                steps=steps,
+            )
+    if progress is not None:
+        progress(f"  {backend.name}: {time.perf_counter() - started:.1f} s")
+
+
+def list_backends(discovery: Discovery, progress: Callable[[str], None] | None = None) -> Discovery:
+    """``discovery`` with its isolated entry points loaded, each in a child process, for
+    listing: the backends they announce are added (their factories run only in a child
+    process, so pass the original ``discovery`` to :func:`run_check`)."""
+    listed = Discovery(
+        backends=list(discovery.backends),
+        errors=list(discovery.errors),
+        skipped=list(discovery.skipped),
+        origin=dict(discovery.origin),
+        entry_points=dict(discovery.entry_points),
+    )
+    for ep in discovery.isolated:
+        got = _check_in_child(entry_point_arg(ep), steps=0, list_only=True, progress=progress)
+        if isinstance(got, ChildRun):
+            listed.errors.append(LoadError(ep.name, got.failure("child process")))
+            continue
+        listed.backends += got.backends
+        listed.errors += got.report.errors
+        listed.skipped += got.report.skipped
+        listed.origin.update((b.name, ep.name) for b in got.backends)
+        listed.entry_points[ep.name] = ep
+    report = CheckReport()
+    _drop_duplicates(listed.backends, report)
+    listed.errors += report.errors
+    return listed
+
+
+def _child_entry_points(texts: Sequence[str] | None) -> list[metadata.EntryPoint] | None:
+    """``--entry-point`` values: ``NAME=VALUE``, or the ``NAME`` of an installed one."""
+    if texts is None:
+        return None
+    installed = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    out = []
+    for text in texts:
+        if "=" in text:
+            out.append(parse_entry_point_arg(text, ENTRY_POINT_GROUP))
+        elif text in installed:
+            out.append(installed[text])
+    return out
+
+
+def child_main(
+    entry_points: Sequence[str] | None,
+    *,
+    only: Sequence[str],
+    steps: int,
+    path: str,
+    list_only: bool = False,
+) -> int:
+    """``check --child``: load ``entry_points`` (``NAME=VALUE`` or an installed ``NAME``;
+    default: all installed) here, run their backends whose environment this process has
+    (unless ``list_only``), and write what was found and run as JSON to ``path`` for the
+    parent. The NumPy backend is left to the parent. Returns the exit code (0)."""
+    discovery = discover_backends(_child_entry_points(entry_points))
+    discovery.backends = [b for b in discovery.backends if b is not NUMPY_BACKEND]
+    if list_only:
+        report = CheckReport(errors=discovery.errors, skipped=discovery.skipped, steps=steps)
+    else:
+        report = run_check(
+            discovery, only=only, steps=steps, in_child=True, progress=child_progress
+        )
+    data = {
+        "backends": [_backend_dict(b) for b in discovery.backends],
+        "deferred": report.deferred,
+        "report": _report_dict(report),
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, allow_nan=False)
+    return 0
 
 
 def format_report(report: CheckReport) -> str:
@@ -340,9 +566,8 @@ def _row_dict(row: SummaryRow | CaseResult) -> dict[str, Any]:
     return d
 
 
-def write_json(report: CheckReport, path: str | os.PathLike[str]) -> None:
-    """Write ``report`` as strict JSON (non-finite numbers become ``null``)."""
-    data = {
+def _report_dict(report: CheckReport) -> dict[str, Any]:
+    return {
         "adamp_core_version": __version__,
         "passed": report.passed,
         "steps": report.steps,
@@ -352,15 +577,9 @@ def write_json(report: CheckReport, path: str | os.PathLike[str]) -> None:
         "skipped": [vars(e) for e in report.skipped],
         "opt_in": [vars(e) for e in report.opt_in],
     }
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, allow_nan=False)
-        f.write("\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> CheckReport:
-    """Read a report written by :func:`write_json` (``null`` numbers become ``inf``)."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+def _report_from_dict(data: dict[str, Any]) -> CheckReport:
     results = []
     for d in data["results"]:
         for key in ("max_abs", "max_rel", "tol"):
@@ -373,3 +592,16 @@ def read_json(path: str | os.PathLike[str]) -> CheckReport:
         skipped=[LoadError(**e) for e in data["skipped"]],
         opt_in=[LoadError(**e) for e in data.get("opt_in", [])],
     )
+
+
+def write_json(report: CheckReport, path: str | os.PathLike[str]) -> None:
+    """Write ``report`` as strict JSON (non-finite numbers become ``null``)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_report_dict(report), f, indent=1, allow_nan=False)
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> CheckReport:
+    """Read a report written by :func:`write_json` (``null`` numbers become ``inf``)."""
+    with open(path, encoding="utf-8") as f:
+        return _report_from_dict(json.load(f))

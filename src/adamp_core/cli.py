@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="train only with this framework (repeatable): torch, keras",
     )
     demo.add_argument("--no-train", action="store_true", help="run the toy only")
+    demo.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    demo.add_argument("--trainer", help=argparse.SUPPRESS)
+    demo.add_argument("--data", help=argparse.SUPPRESS)
+    demo.add_argument("--json", help=argparse.SUPPRESS)
     return parser
 
 
@@ -95,47 +99,55 @@ def _check(args: argparse.Namespace) -> int:
     from .check import (
         Discovery,
         backend_from_factory,
+        child_main,
         discover_backends,
         format_report,
+        list_backends,
         run_check,
         write_json,
     )
     from .plugins import LoadError, describe
 
+    if args.child:
+        return child_main(
+            args.entry_point,
+            only=args.backend,
+            steps=args.steps,
+            path=args.json,
+            list_only=args.list,
+        )
     if args.factory:
         try:
             discovery = Discovery(backends=[backend_from_factory(args.factory)])
         except Exception as exc:
             discovery = Discovery(errors=[LoadError(args.factory, describe(exc))])
     else:
-        discovery = discover_backends(only_entry_points=args.entry_point)
+        discovery = discover_backends(only_entry_points=args.entry_point, isolate=True)
     if args.list:
-        for b in discovery.backends:
+        listed = list_backends(discovery)
+        for b in listed.backends:
             env = " ".join(f"{k}={v}" for k, v in b.env.items())
             print(f"{b.name}  dtypes={','.join(b.dtypes)}" + (f"  env: {env}" if env else ""))
-        for e in discovery.errors:
+        for e in listed.errors:
             print(f"{e.name}  ERROR: {e.message}")
-        for e in discovery.skipped:
+        for e in listed.skipped:
             print(f"{e.name}  not installed: {e.message}")
-        return 0 if not discovery.errors else 1
+        return 0 if not listed.errors else 1
     report = run_check(
-        discovery,
-        only=args.backend,
-        steps=args.steps,
-        strict=args.strict,
-        in_child=args.child,
-        progress=None if args.child else _say,
+        discovery, only=args.backend, steps=args.steps, strict=args.strict, progress=_say
     )
     if args.json:
         write_json(report, args.json)
-    if not args.child:
-        print(format_report(report))
+    print(format_report(report))
     return 0 if report.passed else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DEFAULT_EPOCHS, child_main, run_demo
 
+    if args.child:
+        epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+        return child_main(args.trainer, args.data, args.json, epochs, args.seed)
     report = run_demo(
         out=args.out,
         quick=args.quick,
@@ -144,6 +156,7 @@ def _demo(args: argparse.Namespace) -> int:
         frameworks=args.framework,
         train=not args.no_train,
         progress=_say,
+        isolate=True,
     )
     print(report.summary_text)
     return 0 if report.ok else 1

@@ -23,12 +23,21 @@ The trainer protocol
 It returns, per optimizer name, the dict of a :class:`HistoryRecorder`: the test accuracy
 and training loss per epoch, and the norm and effective step size of the scale-invariant
 weights (convolution kernels followed by batch normalization) per step.
+
+The command line trains with each trainer in a child process of its own
+(``run_demo(isolate=True)``): this process imports no framework, and frameworks that
+cannot share a process (TensorFlow and a CUDA build of torch) never meet. The child,
+``python -m adamp_core demo --child`` (see :func:`child_main`), reads the data from a
+file, streams its progress lines and writes the histories as JSON.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +46,16 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from .plugins import LoadError, describe, is_missing_optional, load_entry_points
+from .plugins import (
+    LoadError,
+    child_progress,
+    describe,
+    entry_point_arg,
+    is_missing_optional,
+    load_entry_points,
+    parse_entry_point_arg,
+    run_child,
+)
 from .toy import TOY_ITERATIONS, ToyRun, run_toys
 
 __all__ = [
@@ -54,6 +72,7 @@ __all__ = [
     "load_digits_data",
     "DemoReport",
     "run_demo",
+    "child_main",
 ]
 
 ENTRY_POINT_GROUP = "adamp_core.demos"
@@ -231,6 +250,75 @@ class DemoReport:
         return not self.errors
 
 
+#: What training with one trainer gave: its histories (``None`` if it did not train),
+#: skip lines, errors.
+_Trained = tuple[dict[str, dict[str, Any]] | None, list[str], list[LoadError]]
+
+
+def _train_one(
+    ep: metadata.EntryPoint,
+    data: DemoData,
+    epochs: int,
+    seed: int,
+    progress: Callable[[str], None],
+) -> _Trained:
+    """Load the trainer ``ep`` in this process and train with it."""
+    loaded = load_entry_points(ENTRY_POINT_GROUP, [ep])
+    skipped = [f"training with {e.name}: not installed ({e.message})" for e in loaded.skipped]
+    if ep.name not in loaded.objects:
+        return None, skipped, loaded.errors
+    train = loaded.objects[ep.name]
+    progress(
+        f"training with {ep.name}: {len(data.x_train)} train / {len(data.x_test)} test "
+        f"images, {epochs} epoch(s), {', '.join(s.name for s in DEMO_OPTIMIZERS)}"
+    )
+    try:
+        return cast(Trainer, train)(data, DEMO_OPTIMIZERS, epochs, seed, progress), [], []
+    except Exception as exc:
+        if is_missing_optional(exc, getattr(train, "__module__", None) or ep.name):
+            return None, [f"training with {ep.name}: not installed ({describe(exc)})"], []
+        return None, [], [LoadError(ep.name, f"trainer failed: {describe(exc)}")]
+
+
+def _train_in_child(
+    ep: metadata.EntryPoint,
+    data_path: str,
+    epochs: int,
+    seed: int,
+    progress: Callable[[str], None],
+) -> _Trained:
+    """Train with ``ep`` in ``python -m adamp_core demo --child`` (see :func:`child_main`):
+    its progress lines go to ``progress``, its other output to this process's stderr."""
+    out = os.path.join(os.path.dirname(data_path), f"{ep.name}.json")
+    args = ["demo", "--child", "--trainer", entry_point_arg(ep), "--data", data_path]
+    args += ["--json", out, "--epochs", str(epochs), "--seed", str(seed)]
+    ended = run_child(args, progress=progress, echo=sys.stderr)
+    if not os.path.exists(out):
+        return None, [], [LoadError(ep.name, ended.failure("trainer child process"))]
+    with open(out, encoding="utf-8") as f:
+        got = json.load(f)
+    return got["trainings"], got["skipped"], [LoadError(**e) for e in got["errors"]]
+
+
+def child_main(trainer: str, data_path: str, path: str, epochs: int, seed: int) -> int:
+    """``demo --child``: train with ``trainer`` (``NAME=VALUE``, or an installed trainer's
+    ``NAME``) on the :class:`DemoData` saved at ``data_path`` (``.npz``) and write the
+    histories, skips and errors as JSON to ``path``. Returns the exit code (0)."""
+    if "=" in trainer:
+        ep = parse_entry_point_arg(trainer, ENTRY_POINT_GROUP)
+    else:
+        (ep,) = [e for e in metadata.entry_points(group=ENTRY_POINT_GROUP) if e.name == trainer]
+    with np.load(data_path) as arrays:
+        fields = {k: arrays[k] for k in arrays.files}
+    data = DemoData(**{**fields, "num_classes": int(fields["num_classes"])})
+    histories, skipped, errors = _train_one(ep, data, epochs, seed, child_progress)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(
+            {"trainings": histories, "skipped": skipped, "errors": [vars(e) for e in errors]}, f
+        )
+    return 0
+
+
 def _train_all(
     frameworks: Sequence[str],
     quick: bool,
@@ -238,6 +326,7 @@ def _train_all(
     seed: int,
     progress: Callable[[str], None],
     entry_points: Sequence[metadata.EntryPoint] | None,
+    isolate: bool,
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[str], list[LoadError]]:
     trainings: dict[str, dict[str, dict[str, Any]]] = {}
     skipped: list[str] = []
@@ -263,22 +352,22 @@ def _train_all(
         for n in sorted(wanted - set(known))
     ]
     # load only the trainers asked for: each imports its framework
-    loaded = load_entry_points(ENTRY_POINT_GROUP, [ep for ep in available if ep.name in wanted])
-    errors += loaded.errors
-    skipped += [f"training with {e.name}: not installed ({e.message})" for e in loaded.skipped]
-    for name, train in loaded.objects.items():
-        progress(
-            f"training with {name}: {len(data.x_train)} train / {len(data.x_test)} test "
-            f"images, {epochs} epoch(s), {', '.join(s.name for s in DEMO_OPTIMIZERS)}"
-        )
-        trainer = cast(Trainer, train)
-        try:
-            trainings[name] = trainer(data, DEMO_OPTIMIZERS, epochs, seed, progress)
-        except Exception as exc:
-            if is_missing_optional(exc, getattr(train, "__module__", None) or name):
-                skipped.append(f"training with {name}: not installed ({describe(exc)})")
+    chosen = sorted((ep for ep in available if ep.name in wanted), key=lambda e: e.name)
+    with tempfile.TemporaryDirectory(prefix="adamp-demo-") as tmp:
+        data_path = os.path.join(tmp, "data.npz")
+        if isolate:
+            np.savez(data_path, **vars(data))
+        for ep in chosen:
+            if isolate:
+                histories, ep_skipped, ep_errors = _train_in_child(
+                    ep, data_path, epochs, seed, progress
+                )
             else:
-                errors.append(LoadError(name, f"trainer failed: {describe(exc)}"))
+                histories, ep_skipped, ep_errors = _train_one(ep, data, epochs, seed, progress)
+            if histories is not None:
+                trainings[ep.name] = histories
+            skipped += ep_skipped
+            errors += ep_errors
     return trainings, skipped, errors
 
 
@@ -292,6 +381,7 @@ def run_demo(
     train: bool = True,
     progress: Callable[[str], None] = print,
     entry_points: Sequence[metadata.EntryPoint] | None = None,
+    isolate: bool = False,
 ) -> DemoReport:
     """Run the toy and the training comparison; write the report folder ``out``.
 
@@ -304,6 +394,9 @@ def run_demo(
         train: ``False`` runs the toy only.
         progress: receives progress lines.
         entry_points: the trainers to use instead of the installed ones (for tests).
+        isolate: train with each trainer in a child process of its own, so that this
+            process imports no framework and two frameworks never share a process (the
+            command line does). Default ``False``: train here.
     """
     from .report import write_report
 
@@ -316,7 +409,7 @@ def run_demo(
     errors: list[LoadError] = []
     if train:
         trainings, skipped, errors = _train_all(
-            frameworks, quick, epochs, seed, progress, entry_points
+            frameworks, quick, epochs, seed, progress, entry_points, isolate
         )
     else:
         skipped.append("training: --no-train")
