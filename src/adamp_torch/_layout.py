@@ -52,8 +52,6 @@ class Frame:
     """``shape`` permuted by ``perm``: the shape of the contiguous tensors the kernel uses."""
     shape3: tuple[int, int, int]
     """``(A, R, B)``: elements stored outside axis 0, rows, elements stored inside it."""
-    row_shape: tuple[int, ...]
-    """Shape that makes a per-row vector broadcast against the kernel shape."""
     projectable: bool
     """Whether the tensor has two or more dimensions (1-D tensors are never projected)."""
 
@@ -87,33 +85,37 @@ class Frame:
         permuted = tensor.permute(self.perm)
         return permuted if permuted.is_contiguous() else None
 
-    def row_view(self, data: Tensor) -> Tensor:
-        """Kernel-shape ``data`` as ``(R, B)`` (rows contiguous) or ``(A, R, B)``."""
-        a, r, b = self.shape3
-        return data.view(r, b) if a == 1 else data.view(a, r, b)
+    @property
+    def rows_first(self) -> bool:
+        """Whether rows are contiguous in memory (``A == 1``: the row view is ``(R, 1, B)``)."""
+        return self.shape3[0] == 1
 
-    def broadcast_rows(self, per_row: Tensor) -> Tensor:
-        """Shape a per-row vector (or one value) to broadcast against the kernel shape."""
-        return per_row.view(self.row_shape)
+    def row_view(self, data: Tensor) -> Tensor:
+        """Kernel-shape ``data`` as ``(R, 1, B)`` (rows contiguous, the shape of a batched
+        row-by-column product) or ``(A, R, B)``."""
+        a, r, b = self.shape3
+        return data.view(r, 1, b) if a == 1 else data.view(a, r, b)
+
+    def column_view(self, per_row: Tensor) -> Tensor:
+        """Shape a vector of ``R`` per-row values to broadcast against :meth:`row_view`."""
+        return per_row.view(-1, 1, 1) if self.rows_first else per_row.view(-1, 1)
 
 
 def _build_frame(shape: tuple[int, ...], stride: tuple[int, ...]) -> Frame:
     ndim = len(shape)
     if ndim < 2:
         ident = tuple(range(ndim))
-        return Frame(shape, ident, True, shape, (1, 1, math.prod(shape)), (1,) * ndim, False)
+        return Frame(shape, ident, True, shape, (1, 1, math.prod(shape)), False)
     # Sort by decreasing stride; size-1 dims have arbitrary strides and go last.
     perm = tuple(sorted(range(ndim), key=lambda d: (shape[d] == 1 and d != 0, -stride[d])))
     axis = perm.index(0)
     sizes = tuple(shape[d] for d in perm)
-    row_shape = tuple(shape[0] if d == 0 else 1 for d in perm)
     return Frame(
         shape,
         perm,
         perm == tuple(range(ndim)),
         sizes,
         (math.prod(sizes[:axis]), shape[0], math.prod(sizes[axis + 1 :])),
-        row_shape,
         True,
     )
 

@@ -112,22 +112,32 @@ class Workspace:
         self._plans.clear()
 
 
-def _row_norm(x: Tensor) -> Tensor:
-    """Per-row Euclidean norms of an ``(R, B)`` or ``(A, R, B)`` row view."""
-    return torch.linalg.vector_norm(x, dim=1 if x.ndim == 2 else (0, 2))
+def _row_statistics(
+    frame: Frame, p: Tensor, g: Tensor, z: Tensor, scratch: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``|P_r|``, ``|G_r|``, ``<P_r, G_r>``, ``<P_r, Z_r>`` of one tensor's rows, ``(R,)`` each.
 
-
-def _row_dot(x: Tensor, y: Tensor, scratch: Tensor | None) -> Tensor:
-    """Per-row inner products of two ``(R, B)`` or ``(A, R, B)`` row views.
-
-    With ``scratch`` (a flat buffer at least as large as ``x``) the elementwise product
-    goes there instead of a fresh temporary (on CPU, fresh large temporaries pay page
-    faults; a reduction kernel for two inputs is not available in eager torch).
+    Contiguous rows (the common case) take the inner products as a batched product of
+    ``(R, 1, B)`` by ``(R, B, 1)`` views: it reads each input once and writes nothing large
+    (eager torch has no reduction kernel over a product of two inputs; on CPU this is about
+    1.5x faster than a product into a buffer followed by a sum). Other layouts put the
+    products into ``scratch`` (a flat buffer at least as large as the tensor; a fresh
+    temporary without one, which on CPU pays page faults) and sum them.
     """
-    dims = 1 if x.ndim == 2 else (0, 2)
-    if scratch is None:
-        return (x * y).sum(dim=dims)
-    return torch.mul(x, y, out=scratch[: x.numel()].view(x.shape)).sum(dim=dims)
+    p_rows, g_rows, z_rows = frame.row_view(p), frame.row_view(g), frame.row_view(z)
+    if frame.rows_first:
+        dims: tuple[int, ...] = (1, 2)
+        pg, pz = (torch.bmm(p_rows, y.transpose(1, 2)).view(-1) for y in (g_rows, z_rows))
+    else:
+        dims = (0, 2)
+        product = None if scratch is None else scratch[: p.numel()].view(p_rows.shape)
+        pg, pz = (torch.mul(p_rows, y, out=product).sum(dim=dims) for y in (g_rows, z_rows))
+    return (
+        torch.linalg.vector_norm(p_rows, dim=dims),
+        torch.linalg.vector_norm(g_rows, dim=dims),
+        pg,
+        pz,
+    )
 
 
 def _as_tensor(value: Scalar, like: Tensor) -> Tensor:
@@ -174,16 +184,7 @@ def project_and_apply(
     zero = like.new_zeros(1)
     stats: list[list[Tensor]] = [[], [], [], []]
     for frame, p, g, z in zip(frames, params, grads, directions):
-        if frame.projectable:
-            p_rows, g_rows, z_rows = frame.row_view(p), frame.row_view(g), frame.row_view(z)
-            values = (
-                _row_norm(p_rows),
-                _row_norm(g_rows),
-                _row_dot(p_rows, g_rows, scratch),
-                _row_dot(p_rows, z_rows, scratch),
-            )
-        else:
-            values = (zero, zero, zero, zero)
+        values = _row_statistics(frame, p, g, z, scratch) if frame.projectable else (zero,) * 4
         for out, value in zip(stats, values):
             out.append(value)
     p_norm, g_norm, pg, pz = (torch.cat(s) for s in stats)
@@ -213,15 +214,43 @@ def project_and_apply(
 
     unit_alpha = not isinstance(alpha, Tensor) and alpha == 1.0
     alpha_t = alpha if not isinstance(alpha, Tensor) else _as_tensor(alpha, like)
-    for frame, p, z, m, c in zip(
-        frames, params, directions, multiplier.split(plan.rows), coef.split(plan.rows)
-    ):
-        if project_direction and frame.projectable:
-            z.addcmul_(p, frame.broadcast_rows(-c))
-        m = frame.broadcast_rows(m)
+    fixed = [i for i, f in enumerate(frames) if not f.projectable]
+    if fixed:
+        # One-dimensional tensors are never projected: every one of them gets the same
+        # factor ``1 - decay``, so they are updated in two batched calls, not one per tensor.
+        _apply_unprojected(
+            [params[i] for i in fixed], [directions[i] for i in fixed], decay, alpha_t, like
+        )
+    # With the direction projected in place and no weight decay, every factor is exactly 1.
+    unit_factor = project_direction and not isinstance(decay, Tensor) and decay == 0.0
+    factors = multiplier.split(plan.rows)
+    shifts = coef.neg().split(plan.rows) if project_direction else factors
+    for frame, p, z, m, c in zip(frames, params, directions, factors, shifts):
+        if not frame.projectable:
+            continue
+        p, z, m = frame.row_view(p), frame.row_view(z), frame.column_view(m)
+        if project_direction:
+            z.addcmul_(p, frame.column_view(c))
         if unit_alpha:
             torch.addcmul(z, p, m, out=p)
-        elif isinstance(alpha_t, Tensor):
-            p.mul_(m).addcmul_(z, alpha_t)
+            continue
+        if not unit_factor:
+            p.mul_(m)
+        if isinstance(alpha_t, Tensor):
+            p.addcmul_(z, alpha_t)
         else:
-            p.mul_(m).add_(z, alpha=alpha_t)
+            p.add_(z, alpha=alpha_t)
+
+
+def _apply_unprojected(
+    params: list[Tensor], directions: list[Tensor], decay: Scalar, alpha: Scalar, like: Tensor
+) -> None:
+    """``P <- P * (1 - decay) + alpha * Z`` for tensors that are never projected."""
+    if isinstance(decay, Tensor) or decay != 0.0:
+        # A 0-dim tensor factor: on CPU, a float one costs a conversion per tensor.
+        torch._foreach_mul_(params, 1.0 - _as_tensor(decay, like))
+    if isinstance(alpha, Tensor):
+        for p, z in zip(params, directions):
+            p.addcmul_(z, alpha)
+    else:
+        torch._foreach_add_(params, directions, alpha=alpha)

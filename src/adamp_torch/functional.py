@@ -73,10 +73,17 @@ class _Batch:
 
     def bind(self, tensors: Sequence[Tensor], write: bool) -> list[Tensor]:
         """The batch's entries of ``tensors`` in kernel layout (written back if ``write``)."""
-        slots = [Slot(tensors[i], f, self.dtype) for i, f in zip(self.index, self.frames)]
-        if write:
-            self.written.extend(zip(slots, self.frames))
-        return [s.data for s in slots]
+        out = []
+        for i, frame in zip(self.index, self.frames):
+            tensor = tensors[i]
+            if frame.identity and tensor.dtype == self.dtype and tensor.is_contiguous():
+                out.append(tensor)  # already in kernel layout: no slot, nothing to write back
+                continue
+            slot = Slot(tensor, frame, self.dtype)
+            if write and slot.copied:
+                self.written.append((slot, frame))
+            out.append(slot.data)
+        return out
 
     def scratch(self, name: str, *, zero: bool = False) -> list[Tensor]:
         """One kernel-layout tensor per entry, views of one flat buffer reused between steps.
@@ -98,9 +105,10 @@ class _Batch:
         return [part.view(f.kernel_shape) for part, f in zip(flat.split(sizes), self.frames)]
 
     def product_scratch(self) -> Tensor | None:
-        """A flat buffer for per-row products (as large as the largest projected tensor),
-        kept in the workspace; ``None`` (use temporaries) without one or when compiling."""
-        sizes = [f.numel for f in self.frames if f.projectable]
+        """A flat buffer for the per-row products of ``(A, R, B)`` row views (as large as
+        the largest such tensor), kept in the workspace; ``None`` (use temporaries) without
+        one, when compiling, or when every row is contiguous (no product is stored then)."""
+        sizes = [f.numel for f in self.frames if f.projectable and f.shape3[0] != 1]
         if self.workspace is None or not sizes:
             return None
         key = ("products", self.dtype, self.device)
@@ -243,6 +251,33 @@ def adamp(
         batch.finish()
 
 
+_ONE_PASS_MIN_NUMEL = 1 << 14
+"""Tensors at least this large get the one-pass momentum update (a call of their own)."""
+
+
+def _momentum_update(
+    buffers: list[Tensor], grads: list[Tensor], momentum: float, dampening: float
+) -> None:
+    """``buf <- momentum * buf + (1 - dampening) * g`` in place.
+
+    Without dampening this is one pass per tensor (``g + momentum * buf`` written over
+    ``buf``) instead of a scaling pass and an accumulating pass.
+    """
+    if dampening == 0:
+        # Small tensors stay batched: there the per-call cost outweighs the extra pass.
+        small = [i for i, b in enumerate(buffers) if b.numel() < _ONE_PASS_MIN_NUMEL]
+        large = [i for i, b in enumerate(buffers) if b.numel() >= _ONE_PASS_MIN_NUMEL]
+        for i in large:
+            torch.add(grads[i], buffers[i], alpha=momentum, out=buffers[i])
+        buffers = [buffers[i] for i in small]
+        grads = [grads[i] for i in small]
+    if buffers:
+        # A 0-dim tensor factor: on CPU, a float one costs a conversion per tensor.
+        factor = torch.full((), momentum, dtype=buffers[0].dtype, device=buffers[0].device)
+        torch._foreach_mul_(buffers, factor)
+        torch._foreach_add_(buffers, grads, alpha=1 - dampening)
+
+
 def sgdp(
     params: list[Tensor],
     grads: list[Tensor],
@@ -291,8 +326,7 @@ def sgdp(
         g = batch.bind(grads, write=False)
         buf = batch.bind(momentum_buffers, write=True)
         g_signed = list(torch._foreach_neg(g)) if maximize else g
-        torch._foreach_mul_(buf, momentum)
-        torch._foreach_add_(buf, g_signed, alpha=1 - dampening)
+        _momentum_update(buf, g_signed, momentum, dampening)
         direction = torch._foreach_add(g_signed, buf, alpha=momentum) if nesterov else buf
         neg_lr: Scalar = -lr if not isinstance(lr, Tensor) else lr.neg()
         project_and_apply(
