@@ -24,16 +24,13 @@ __all__ = ["AdamP", "SGDP"]
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 
-def _check_lr(lr: float | Tensor) -> float | None:
-    """The lr to hand to the core's validation (``None`` for a tensor, checked here)."""
+def _check_lr(lr: float | Tensor) -> float:
+    """The lr to hand to the core's validation (a one-element tensor's value)."""
     if not isinstance(lr, Tensor):
         return lr
     if lr.numel() != 1 or lr.is_complex() or not lr.is_floating_point():
         raise ValueError(f"lr must be a float or a one-element float tensor, got {lr!r}")
-    value = float(lr.detach().cpu().reshape(()))
-    if not value >= 0.0 or value == float("inf"):
-        raise ValueError(f"lr must be in [0, inf], got {value!r}")
-    return None
+    return float(lr.detach().cpu().reshape(()))
 
 
 class _ProjectedOptimizer(Optimizer):

@@ -68,7 +68,16 @@ def test_invalid_param_group_override_is_rejected() -> None:
         AdamP([{"params": [torch.zeros(3, requires_grad=True)], "delta": -1.0}])
 
 
-@pytest.mark.parametrize("lr", [torch.tensor(-0.1), torch.tensor([0.1, 0.2]), torch.tensor(1)])
+@pytest.mark.parametrize(
+    "lr",
+    [
+        torch.tensor(-0.1),
+        torch.tensor(float("nan")),
+        torch.tensor(float("inf")),
+        torch.tensor([0.1, 0.2]),
+        torch.tensor(1),
+    ],
+)
 def test_invalid_tensor_lr_is_rejected(lr: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="lr"):
         AdamP([torch.zeros(2, requires_grad=True)], lr=lr)
