@@ -3,7 +3,9 @@
 ``from adamp_torch import AdamP, SGDP`` replaces ``from adamp import AdamP, SGDP`` (the
 authors' package): same arguments, defaults, numbers and checkpoint format, plus
 ``maximize``, ``foreach``, ``fused``, SGDP's ``variant``, tensor learning rates, any
-memory layout and no host synchronisation in ``step()``. The kernel is also available
+memory layout and no host synchronisation in ``step()`` on accelerators (on CPU the
+projection decisions are read on the host, so that unprojected tensors take torch's fused
+one-pass kernels). The kernel is also available
 as functions over lists of tensors in :mod:`adamp_torch.functional`.
 
 Attributes are imported on first use, so that importing a light submodule (such as

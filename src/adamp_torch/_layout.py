@@ -56,16 +56,20 @@ class Frame:
     """Whether the tensor has two or more dimensions (1-D tensors are never projected)."""
 
     @staticmethod
-    def of(param: Tensor) -> Frame:
-        """The frame of ``param`` (from its sizes and strides; no data is read)."""
-        if is_compiling():  # dynamo traces through caches; build directly
+    def of(param: Tensor, compiling: bool | None = None) -> Frame:
+        """The frame of ``param`` (from its sizes and strides; no data is read).
+
+        ``compiling``: whether ``torch.compile`` is tracing (``None``: ask; callers that
+        build many frames ask once).
+        """
+        if is_compiling() if compiling is None else compiling:  # dynamo: no caches
             return _build_frame(tuple(param.shape), param.stride())
         return _frame(tuple(param.shape), param.stride())
 
     @property
     def rows(self) -> int:
-        """Number of rows the per-row statistics have for this tensor (1 if not projected)."""
-        return self.shape3[1] if self.projectable else 1
+        """Number of rows the per-row statistics have for this tensor (0 if never projected)."""
+        return self.shape3[1] if self.projectable else 0
 
     @property
     def row_length(self) -> int:
@@ -97,8 +101,11 @@ class Frame:
         return data.view(r, 1, b) if a == 1 else data.view(a, r, b)
 
     def column_view(self, per_row: Tensor) -> Tensor:
-        """Shape a vector of ``R`` per-row values to broadcast against :meth:`row_view`."""
-        return per_row.view(-1, 1, 1) if self.rows_first else per_row.view(-1, 1)
+        """Shape ``R`` per-row values (``(R,)`` or ``(R, 1, 1)``) to broadcast against
+        :meth:`row_view`."""
+        if self.rows_first:
+            return per_row if per_row.dim() == 3 else per_row.view(-1, 1, 1)
+        return per_row.view(-1, 1)
 
 
 def _build_frame(shape: tuple[int, ...], stride: tuple[int, ...]) -> Frame:

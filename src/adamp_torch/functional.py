@@ -9,8 +9,12 @@ Tensors are grouped by (device, dtype); each group is processed as a batch (``fo
 ``None`` or ``True``) or one tensor at a time (``foreach=False``). Both run the same
 code: the one-at-a-time path is the batched path called with lists of length one.
 
-Nothing in these functions reads a tensor value back to the host: the projection test
-is decided on the device with ``torch.where``. ``lr`` may be a float or a 0-dim tensor.
+On CUDA (and any accelerator) and under ``torch.compile`` nothing is read back to the
+host: the projection test is decided on the device with ``torch.where``. On CPU, where
+reading a value costs nothing, the per-tensor outcome of the test is read back, and the
+tensors it leaves unprojected are finished by torch's fused AdamW / SGD kernels in one
+pass instead of going through the projection (same numbers, fewer passes over memory).
+``lr`` may be a float or a 0-dim tensor.
 """
 
 from __future__ import annotations
@@ -21,7 +25,17 @@ import torch
 from torch import Tensor
 
 from ._layout import Frame, Slot, compute_dtype, is_compiling
-from ._projection import Plan, Workspace, project_and_apply
+from ._projection import (
+    Decision,
+    Plan,
+    Workspace,
+    apply_update,
+    decay_in_place,
+    decide,
+    project_and_apply,
+    project_in_place,
+    shift_coefficients,
+)
 
 __all__ = ["Workspace", "adamp", "sgdp", "fused_adam_available"]
 
@@ -31,6 +45,28 @@ Scalar = float | Tensor
 def fused_adam_available(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether torch's fused AdamW kernel can compute AdamP's moments for this group."""
     return device.type in ("cpu", "cuda") and dtype in (torch.float32, torch.float64)
+
+
+def _host_decisions(device: torch.device) -> bool:
+    """Whether a batch on ``device`` reads its projection decisions back to the host.
+
+    Only on CPU (the values are already there) and never while ``torch.compile`` traces
+    (a graph break). Elsewhere the device-side path runs: no host sync.
+    """
+    return device.type == "cpu" and not is_compiling()
+
+
+def _split(decision: Decision) -> tuple[list[int], list[int]]:
+    """Positions of the projected and of the unprojected tensors, read on the host."""
+    projected = decision.on_host()
+    return (
+        [i for i, x in enumerate(projected) if x],
+        [i for i, x in enumerate(projected) if not x],
+    )
+
+
+def _pick(tensors: Sequence[Tensor], positions: Sequence[int]) -> list[Tensor]:
+    return [tensors[i] for i in positions]
 
 
 def _check_lists(name: str, first: Sequence[Tensor], *others: Sequence[Tensor]) -> None:
@@ -63,8 +99,9 @@ class _Batch:
         first = params[self.index[0]]
         self.device = first.device
         self.dtype = compute_dtype(first.dtype)
-        self.frames = [Frame.of(params[i]) for i in self.index]
-        self.workspace = None if is_compiling() else workspace
+        compiling = is_compiling()
+        self.frames = [Frame.of(params[i], compiling) for i in self.index]
+        self.workspace = None if compiling else workspace
         if self.workspace is not None:
             self.plan = self.workspace.plan(self.frames, delta, self.dtype, self.device)
         else:
@@ -85,13 +122,12 @@ class _Batch:
             out.append(slot.data)
         return out
 
-    def scratch(self, name: str, *, zero: bool = False) -> list[Tensor]:
+    def scratch(self, name: str) -> list[Tensor]:
         """One kernel-layout tensor per entry, views of one flat buffer reused between steps.
 
         One flat buffer is cheaper than many small ones (a single fill, no page faults
         after the first step); it only grows, so memory stays bounded whichever subset of
-        parameters has gradients. ``zero=True`` fills it with zeros, else it is
-        uninitialised.
+        parameters has gradients. The contents are uninitialised.
         """
         sizes = [f.numel for f in self.frames]
         shape = (sum(sizes),)
@@ -100,8 +136,6 @@ class _Batch:
         else:
             key = (name, self.dtype, self.device)
             flat = self.workspace.at_least(key, shape[0], self.dtype, self.device)[: shape[0]]
-        if zero:
-            flat.zero_()
         return [part.view(f.kernel_shape) for part, f in zip(flat.split(sizes), self.frames)]
 
     def product_scratch(self) -> Tensor | None:
@@ -229,26 +263,84 @@ def adamp(
         v = batch.bind(exp_avg_sqs, write=True)
         steps = [state_steps[i] for i in batch.index]
         torch._foreach_add_(steps, 1)
-        if use_fused:
-            z = batch.scratch("adamp.direction", zero=True)
-            torch._fused_adamw_(
-                z, g, m, v, [], steps,
-                lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps,
-                amsgrad=False, maximize=maximize,
-            )  # fmt: skip
-        else:
-            g_signed = list(torch._foreach_neg(g)) if maximize else g
-            z = _adam_direction(
-                g_signed, m, v, steps,
-                lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov,
-                device=batch.device,
-            )  # fmt: skip
-        project_and_apply(
-            p, g, z, batch.plan,
-            alpha=1.0, decay=lr * weight_decay, wd_ratio=wd_ratio, eps=eps,
-            scratch=batch.product_scratch(),
+        _adamp_batch(
+            batch, p, g, m, v, steps,
+            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize, use_fused=use_fused,
         )  # fmt: skip
         batch.finish()
+
+
+def _adamp_batch(
+    batch: _Batch,
+    p: list[Tensor],
+    g: list[Tensor],
+    m: list[Tensor],
+    v: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    wd_ratio: float,
+    nesterov: bool,
+    maximize: bool,
+    use_fused: bool,
+) -> None:
+    """The AdamP step of one batch in kernel layout (steps already incremented)."""
+    scratch = batch.product_scratch()
+    decay = lr * weight_decay
+    everything = range(len(p))
+
+    def fused_moments(targets: list[Tensor], where: Sequence[int], wd: float) -> None:
+        """torch's fused AdamW on ``targets`` with the moments of tensors ``where``."""
+        torch._fused_adamw_(
+            targets, _pick(g, where), _pick(m, where), _pick(v, where), [],
+            _pick(steps, where), lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd,
+            eps=eps, amsgrad=False, maximize=maximize,
+        )  # fmt: skip
+
+    def direction(where: Sequence[int]) -> list[Tensor]:
+        """The Adam step ``Z`` of every tensor (entries outside ``where`` unset)."""
+        if not use_fused:
+            return _adam_direction(
+                _signed(g, maximize), m, v, steps, lr=lr, beta1=beta1, beta2=beta2,
+                eps=eps, nesterov=nesterov, device=batch.device,
+            )  # fmt: skip
+        z = batch.scratch("adamp.direction")
+        torch._foreach_zero_(_pick(z, where))
+        fused_moments(_pick(z, where), where, 0.0)  # weight decay is applied later
+        return z
+
+    if not _host_decisions(batch.device):
+        z = direction(everything)
+        project_and_apply(
+            p, g, z, batch.plan,
+            alpha=1.0, decay=decay, wd_ratio=wd_ratio, eps=eps, scratch=scratch,
+        )  # fmt: skip
+        return
+    decision = decide(p, g, batch.plan, eps=eps, scratch=scratch)
+    moved, kept = _split(decision)
+    if use_fused and kept:
+        # Unprojected tensors: AdamP is exactly AdamW there, one fused pass each.
+        fused_moments(_pick(p, kept), kept, weight_decay)
+    todo = moved if use_fused else everything
+    if todo:
+        z = direction(todo)
+        coef = shift_coefficients(
+            p, z, batch.plan, decision, eps=eps, tensors=moved, scratch=scratch
+        )
+        apply_update(
+            p, z, batch.plan, decision, coef,
+            alpha=1.0, decay=decay, wd_ratio=wd_ratio, tensors=todo,
+        )  # fmt: skip
+
+
+def _signed(grads: list[Tensor], maximize: bool) -> list[Tensor]:
+    """The gradients, negated (new tensors) when maximizing."""
+    return list(torch._foreach_neg(grads)) if maximize else grads
 
 
 _ONE_PASS_MIN_NUMEL = 1 << 14
@@ -325,15 +417,88 @@ def sgdp(
         p = batch.bind(params, write=True)
         g = batch.bind(grads, write=False)
         buf = batch.bind(momentum_buffers, write=True)
-        g_signed = list(torch._foreach_neg(g)) if maximize else g
-        _momentum_update(buf, g_signed, momentum, dampening)
-        direction = torch._foreach_add(g_signed, buf, alpha=momentum) if nesterov else buf
-        neg_lr: Scalar = -lr if not isinstance(lr, Tensor) else lr.neg()
-        project_and_apply(
-            p, g, direction, batch.plan,
-            alpha=neg_lr, decay=lr * (weight_decay / (1 - momentum)),
-            wd_ratio=wd_ratio, eps=eps,
-            project_direction=variant == "authors" and not nesterov,
-            scratch=batch.product_scratch(),
+        _sgdp_batch(
+            batch, p, g, buf,
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, eps=eps, wd_ratio=wd_ratio, variant=variant, maximize=maximize,
         )  # fmt: skip
         batch.finish()
+
+
+def _sgdp_batch(
+    batch: _Batch,
+    p: list[Tensor],
+    g: list[Tensor],
+    buf: list[Tensor],
+    *,
+    lr: Scalar,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    eps: float,
+    wd_ratio: float,
+    variant: str,
+    maximize: bool,
+) -> None:
+    """The SGDP step of one batch in kernel layout."""
+    decay = lr * (weight_decay / (1 - momentum))
+    alpha: Scalar = -lr if not isinstance(lr, Tensor) else lr.neg()
+    project_direction = variant == "authors" and not nesterov
+    scratch = batch.product_scratch()
+
+    def direction(where: Sequence[int]) -> list[Tensor]:
+        """Update the momentum buffers of tensors ``where``; the direction of every
+        tensor (entries outside ``where`` are stale)."""
+        signed, buffers = _signed(_pick(g, where), maximize), _pick(buf, where)
+        _momentum_update(buffers, signed, momentum, dampening)
+        if not nesterov:
+            return buf
+        z = list(buf)
+        for i, zi in zip(where, torch._foreach_add(signed, buffers, alpha=momentum)):
+            z[i] = zi
+        return z
+
+    if not _host_decisions(batch.device):
+        project_and_apply(
+            p, g, direction(range(len(p))), batch.plan,
+            alpha=alpha, decay=decay, wd_ratio=wd_ratio, eps=eps,
+            project_direction=project_direction, scratch=scratch,
+        )  # fmt: skip
+        return
+    decision = decide(p, g, batch.plan, eps=eps, scratch=scratch)
+    moved, kept = _split(decision)
+    # With momentum, torch's fused SGD kernel finishes what is not projected; without
+    # it that kernel leaves the buffer alone, which must hold the gradient.
+    fused = momentum != 0.0
+    if fused and kept:
+        # Unprojected tensors: SGDP is SGD with decoupled weight decay there; one fused
+        # pass does the momentum, Nesterov and the update.
+        kept_p = _pick(p, kept)
+        decay_in_place(kept_p, decay)
+        torch._fused_sgd_(
+            kept_p, _pick(g, kept), _pick(buf, kept), weight_decay=0.0, momentum=momentum,
+            lr=lr, dampening=dampening, nesterov=nesterov, maximize=maximize,
+            is_first_step=False,
+        )  # fmt: skip
+    todo = moved if fused else list(range(len(p)))
+    if not todo:
+        return
+    z = direction(todo)
+    coef = shift_coefficients(p, z, batch.plan, decision, eps=eps, tensors=moved, scratch=scratch)
+    if fused and project_direction:
+        # Projected tensors with the buffer projected in place: what is left is an SGD
+        # step without momentum whose (coupled) weight decay is the decoupled one here,
+        # P * (1 - lr * wd * wd_ratio / (1 - momentum)) - lr * Z, one fused pass.
+        project_in_place(z, batch.plan, decision, coef, tensors=moved)
+        torch._fused_sgd_(
+            _pick(p, moved), _pick(z, moved), [],
+            weight_decay=weight_decay * wd_ratio / (1 - momentum), momentum=0.0, lr=lr,
+            dampening=0.0, nesterov=False, maximize=False, is_first_step=False,
+        )  # fmt: skip
+        return
+    apply_update(
+        p, z, batch.plan, decision, coef,
+        alpha=alpha, decay=decay, wd_ratio=wd_ratio,
+        project_direction=project_direction, tensors=todo,
+    )  # fmt: skip

@@ -192,7 +192,8 @@ class AdamP(_ProjectedOptimizer):
     projected onto the tangent space of the weights, with reduced weight decay there.
 
     Same arguments, defaults, numbers and state keys (``step``, ``exp_avg``,
-    ``exp_avg_sq``) as ``adamp.AdamP`` 0.3.0; ``step()`` never synchronises with the host.
+    ``exp_avg_sq``) as ``adamp.AdamP`` 0.3.0; off CPU, ``step()`` never synchronises with
+    the host.
 
     Args:
         params: parameters or parameter groups (dicts may override any hyperparameter
@@ -273,7 +274,7 @@ class SGDP(_ProjectedOptimizer):
     """SGDP (Heo et al., ICLR 2021): SGD with momentum, projected on scale-invariant weights.
 
     Same arguments, defaults, numbers and state key (``momentum``) as ``adamp.SGDP``
-    0.3.0 with ``variant="authors"``; ``step()`` never synchronises with the host.
+    0.3.0 with ``variant="authors"``; off CPU, ``step()`` never synchronises with the host.
 
     Args:
         params: parameters or parameter groups (dicts may override any hyperparameter).

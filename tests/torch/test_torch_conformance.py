@@ -1,4 +1,8 @@
-"""Every PyTorch code path against the NumPy reference and the authors' adamp 0.3.0."""
+"""Every PyTorch code path against the NumPy reference and the authors' adamp 0.3.0.
+
+Each eager path runs twice: with the projection decisions read on the host (what CPU
+does) and kept on the device (what CUDA and torch.compile do), forced here on CPU.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from torch_helpers import paired_max_diff
 
+import adamp_torch.functional
 from adamp_core.testing import (
     CASES,
     CONFIGS,
@@ -33,6 +39,16 @@ def _assert_passed(results: list) -> None:
     assert {r.branch for r in results} == {"channel", "layer", "none"}
 
 
+@pytest.fixture(params=["host-decisions", "device-decisions"])
+def decisions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with decisions read on the host (CPU default) or kept on the device."""
+    if request.param == "device-decisions":
+        monkeypatch.setattr(adamp_torch.functional, "_host_decisions", lambda device: False)
+    else:
+        assert adamp_torch.functional._host_decisions(torch.device("cpu"))
+    return str(request.param)
+
+
 def test_backends_cover_every_path() -> None:
     names = [b.name for b in backends()]
     assert names == ["torch", "torch-single", "torch-foreach", "torch-compiled"]
@@ -40,7 +56,7 @@ def test_backends_cover_every_path() -> None:
 
 @pytest.mark.parametrize("name", sorted(EAGER))
 @pytest.mark.parametrize("optimizer", ["AdamP", "SGDP"])
-def test_eager_paths_match_reference(name: str, optimizer: str) -> None:
+def test_eager_paths_match_reference(name: str, optimizer: str, decisions: str) -> None:
     backend = EAGER[name]
     results = run_conformance(backend.factory, backend=name, optimizers=[optimizer], steps=25)
     assert len(results) == len(CASES) * len(CONFIGS[optimizer]) * 2
@@ -50,7 +66,7 @@ def test_eager_paths_match_reference(name: str, optimizer: str) -> None:
 @pytest.mark.parametrize("name", sorted(EAGER))
 @pytest.mark.parametrize("optimizer", ["AdamP", "SGDP"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_eager_paths_match_authors(name: str, optimizer: str, dtype: str) -> None:
+def test_eager_paths_match_authors(name: str, optimizer: str, dtype: str, decisions: str) -> None:
     pytest.importorskip("adamp")
     for config, hparams in authors_configs()[optimizer].items():
         worst = paired_max_diff(EAGER[name].factory, AuthorsUnderTest, optimizer, hparams, dtype)

@@ -371,3 +371,59 @@ def test_cuda_matches_reference_and_never_syncs(name: str) -> None:
             opt.step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams", "kernel"),
+    [
+        ("AdamP", {"lr": 0.01, "weight_decay": 0.1}, "_fused_adamw_"),
+        ("SGDP", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1}, "_fused_sgd_"),
+    ],
+)
+def test_cpu_skips_the_projection_work_for_unprojected_tensors(
+    name: str, hparams: dict[str, Any], kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CPU the decision is read on the host: only the projected tensor gets the
+    <P_r, Z_r> reductions, the others are finished by torch's fused kernel; the numbers
+    still match the reference."""
+    gen = torch.Generator().manual_seed(3)
+    weights = [torch.randn(6, 10, generator=gen, dtype=torch.float64) for _ in range(2)]
+    weights.append(torch.randn(6, generator=gen, dtype=torch.float64))
+    noise = [torch.randn(w.shape, generator=gen, dtype=torch.float64) for w in weights]
+
+    def gradients(current: list[np.ndarray]) -> list[np.ndarray]:
+        # tensor 0: every row orthogonal to its weight row (channel projection);
+        # tensor 1: the weights themselves (|cos| = 1: no projection); tensor 2: a vector.
+        w0, n0 = current[0], noise[0].numpy()
+        ortho = n0 - (n0 * w0).sum(1, keepdims=True) / (w0 * w0).sum(1, keepdims=True) * w0
+        return [ortho, current[1].copy(), noise[2].numpy()]
+
+    projected_asked: list[list[int]] = []
+    fused_sizes: list[list[tuple[int, ...]]] = []
+    real_shift = functional.shift_coefficients
+    real_kernel = getattr(torch, kernel)
+
+    def shift_spy(*args: Any, tensors: Any = None, **kwargs: Any) -> torch.Tensor:
+        projected_asked.append(list(tensors))
+        return real_shift(*args, tensors=tensors, **kwargs)
+
+    def kernel_spy(params: list[torch.Tensor], *args: Any, **kwargs: Any) -> None:
+        fused_sizes.append([tuple(p.shape) for p in params])
+        real_kernel(params, *args, **kwargs)
+
+    monkeypatch.setattr(functional, "shift_coefficients", shift_spy)
+    monkeypatch.setattr(torch, kernel, kernel_spy)
+    params = [w.clone().requires_grad_() for w in weights]
+    opt = getattr(adamp_core, name)([w.numpy().copy() for w in weights], **hparams)
+    ours = (AdamP if name == "AdamP" else SGDP)(params, **hparams)
+    for _ in range(3):
+        for p, g in zip(params, gradients([p.detach().numpy() for p in params])):
+            p.grad = torch.from_numpy(g)
+        ours.step()
+        opt.step(gradients(opt.params))
+        assert opt.last_branches[:2] == ["channel", "none"]
+    assert projected_asked == [[0]] * 3
+    # each step: the unprojected matrix and the vector in one fused call, and one more
+    # for the projected matrix (AdamP: its Adam step, into a buffer; SGDP: the update)
+    assert fused_sizes == [[(6, 10), (6,)], [(6, 10)]] * 3
+    assert _max_diff(params, opt.params) <= FLOAT64_ABS_TOL
