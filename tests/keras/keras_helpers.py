@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
+import adamp_core
 from adamp_core.functional import AdamPState, SGDPState, adamp_step, sgdp_step
 
 BACKEND = keras.backend.backend()
+
+
+def core_defaults(name: str) -> dict[str, Any]:
+    """The NumPy reference optimizer's default hyperparameters (``"AdamP"`` / ``"SGDP"``),
+    read from its constructor: the keyword arguments its step function takes (SGDP's
+    ``lr`` has no default and is left out)."""
+    step = adamp_step if name == "AdamP" else sgdp_step
+    wanted = {k for k, p in inspect.signature(step).parameters.items() if p.kind == p.KEYWORD_ONLY}
+    return {
+        k: p.default
+        for k, p in inspect.signature(getattr(adamp_core, name)).parameters.items()
+        if k in wanted and p.default is not inspect.Parameter.empty
+    }
 
 
 def has_float64() -> bool:
@@ -63,28 +78,7 @@ class Reference:
 
     def step(self, grads: Sequence[np.ndarray]) -> None:
         fn = adamp_step if self.name == "AdamP" else sgdp_step
-        defaults: dict[str, Any] = (
-            dict(
-                lr=1e-3,
-                betas=(0.9, 0.999),
-                eps=1e-8,
-                weight_decay=0.0,
-                delta=0.1,
-                wd_ratio=0.1,
-                nesterov=False,
-            )
-            if self.name == "AdamP"
-            else dict(
-                momentum=0.0,
-                dampening=0.0,
-                weight_decay=0.0,
-                nesterov=False,
-                eps=1e-8,
-                delta=0.1,
-                wd_ratio=0.1,
-                variant="authors",
-            )
-        )
+        defaults = core_defaults(self.name)
         self.branches = []
         for i, g in enumerate(grads):
             hp = {**defaults, **self.hparams}

@@ -9,26 +9,14 @@ import keras
 import ml_dtypes
 import numpy as np
 import pytest
-from keras_helpers import BACKEND, Reference, compiled_apply, to_numpy
+from keras_helpers import BACKEND, Reference, compiled_apply, core_defaults, to_numpy
 
 import adamp_tf
 from adamp_core.testing import Case, case_gradient
 from adamp_core.validation import validate_adamp_hparams, validate_sgdp_hparams
 
-ADAMP_DEFAULTS = dict(
-    lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1, wd_ratio=0.1, nesterov=False
-)
-SGDP_DEFAULTS = dict(
-    lr=0.01,
-    momentum=0.0,
-    dampening=0.0,
-    weight_decay=0.0,
-    nesterov=False,
-    eps=1e-8,
-    delta=0.1,
-    wd_ratio=0.1,
-    variant="authors",
-)
+ADAMP_DEFAULTS = core_defaults("AdamP")
+SGDP_DEFAULTS = {**core_defaults("SGDP"), "lr": 0.01}
 
 
 def _core_message(fn, defaults, **changes) -> str:  # type: ignore[no-untyped-def]
