@@ -16,10 +16,11 @@ tensors of a group at once on one flat vector of rows, with ``torch.where`` inst
 Python branches, so nothing has to be read back to the host. The update is then one pass
 over each tensor.
 
-The work comes in three pieces so that an optimizer can run them in either of two ways:
+The work comes in pieces so that an optimizer can run them in either of two ways:
 
 * :func:`decide` (the test, from ``P`` and ``G`` only), :func:`shift_coefficients`
-  (``coef``, from ``<P_r, Z_r>``) and :func:`apply_update` (the pass over the tensors).
+  (``coef``, from ``<P_r, Z_r>``) and :func:`apply_update` (the pass over the tensors;
+  :func:`project_in_place` when the projected direction is kept, as SGDP's buffer).
   :func:`project_and_apply` chains them with every decision left on the device: no host
   sync, fit for CUDA and for ``torch.compile``.
 * With :meth:`Decision.on_host` the caller reads the per-tensor outcome back (free on
@@ -183,7 +184,7 @@ class Decision:
     """The scale-invariance test of one batch, on the device (see :func:`decide`)."""
 
     p_norm: Tensor
-    """``(total rows,)``: ``|P_r|`` (zero for rows of tensors that are not projectable)."""
+    """``(total rows,)``: ``|P_r|`` (only tensors with two or more dimensions have rows)."""
     channel: Tensor
     """``(tensors,)`` bool: projected with one row per output channel."""
     layer: Tensor
