@@ -272,7 +272,6 @@ def _selected(plan: Plan, tensors: Sequence[int] | None) -> Sequence[int]:
 
 
 def shift_coefficients(
-    params: Sequence[Tensor],
     directions: Sequence[Tensor],
     plan: Plan,
     decision: Decision,
@@ -287,17 +286,17 @@ def shift_coefficients(
     of the flattened tensor on every row of layer-projected ones, zero elsewhere.
 
     Args:
-        params: the parameters in kernel shape.
-        directions: the unprojected directions ``Z`` in the same layout (only the entries
+        directions: the unprojected directions ``Z`` in kernel shape (only the entries
             named by ``tensors`` are read).
         plan: as for :func:`decide`.
-        decision: the outcome of :func:`decide` for the same tensors.
+        decision: the outcome of :func:`decide` for the same tensors (it holds the
+            weights' row views).
         eps: the projection's eps (``P / (|P| + eps)``).
         tensors: positions in the batch whose ``<P_r, Z_r>`` is computed (``None``: all);
             leave out tensors known not to be projected, their coefficients are zero.
         scratch: as for :func:`decide`.
     """
-    like = params[0]
+    like = decision.p_norm
     frames = plan.frames
     chosen = [i for i in _selected(plan, tensors) if frames[i].projectable]
 
@@ -433,7 +432,7 @@ def project_and_apply(
     the weights).
     """
     decision = decide(params, grads, plan, eps=eps, scratch=scratch)
-    coef = shift_coefficients(params, directions, plan, decision, eps=eps, scratch=scratch)
+    coef = shift_coefficients(directions, plan, decision, eps=eps, scratch=scratch)
     apply_update(
         params, directions, plan, decision, coef,
         alpha=alpha, decay=decay, wd_ratio=wd_ratio, project_direction=project_direction,

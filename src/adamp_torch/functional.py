@@ -329,9 +329,7 @@ def _adamp_batch(
     todo = moved if use_fused else everything
     if todo:
         z = direction(todo)
-        coef = shift_coefficients(
-            p, z, batch.plan, decision, eps=eps, tensors=moved, scratch=scratch
-        )
+        coef = shift_coefficients(z, batch.plan, decision, eps=eps, tensors=moved, scratch=scratch)
         apply_update(
             p, z, batch.plan, decision, coef,
             alpha=1.0, decay=decay, wd_ratio=wd_ratio, tensors=todo,
@@ -485,7 +483,7 @@ def _sgdp_batch(
     if not todo:
         return
     z = direction(todo)
-    coef = shift_coefficients(p, z, batch.plan, decision, eps=eps, tensors=moved, scratch=scratch)
+    coef = shift_coefficients(z, batch.plan, decision, eps=eps, tensors=moved, scratch=scratch)
     if fused and project_direction:
         # Projected tensors with the buffer projected in place: what is left is an SGD
         # step without momentum whose (coupled) weight decay is the decoupled one here,
