@@ -3,7 +3,7 @@
 The same small conv net with batch normalization as the PyTorch demo, in Keras 3 on
 whichever Keras backend this process runs, trained once per optimizer from the same
 initial weights: ``keras.optimizers.SGD`` vs :class:`adamp_tf.SGDP` and
-``keras.optimizers.AdamW`` vs :class:`adamp_tf.AdamP`. See :mod:`adamp_core.demo` for the
+``keras.optimizers.AdamW`` vs :class:`adamp_tf.AdamP`. See :mod:`adamp_core.cli.trainer` for the
 protocol.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from adamp_core.demo import BATCH_SIZE, DemoData, HistoryRecorder, OptimizerSpec
+from adamp_core.cli.trainer import BATCH_SIZE, DemoData, HistoryRecorder, OptimizerSpec
 
 from . import SGDP, AdamP
 from .conformance import keras_hparams
@@ -48,7 +48,7 @@ def make_model(num_classes: int = 10) -> keras.Sequential:
 def make_optimizer(spec: OptimizerSpec, total_steps: int) -> keras.optimizers.Optimizer:
     """The Keras optimizer named by ``spec``, its hyperparameters in Keras' names, its
     learning rate decaying to 0 over ``total_steps`` (``CosineDecay`` computes
-    :func:`adamp_core.demo.cosine_lr_factor`)."""
+    :func:`adamp_core.cli.trainer.cosine_lr_factor`)."""
     classes: dict[str, Any] = {
         "SGD": keras.optimizers.SGD,
         "SGDP": SGDP,

@@ -2,7 +2,7 @@
 
 A small conv net with batch normalization on the digits, trained once per optimizer from
 the same initial weights: ``torch.optim.SGD`` vs :class:`adamp_torch.SGDP` and
-``torch.optim.AdamW`` vs :class:`adamp_torch.AdamP`. See :mod:`adamp_core.demo` for the
+``torch.optim.AdamW`` vs :class:`adamp_torch.AdamP`. See :mod:`adamp_core.cli.trainer` for the
 protocol.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adamp_core.demo import DemoData, HistoryRecorder, OptimizerSpec, cosine_lr_factor
+from adamp_core.cli.trainer import DemoData, HistoryRecorder, OptimizerSpec, cosine_lr_factor
 
 from . import SGDP, AdamP
 

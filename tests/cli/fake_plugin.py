@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from adamp_core.demo import HistoryRecorder
+from adamp_core.cli.trainer import HistoryRecorder
 from adamp_core.testing import Backend, numpy_factory
 
 F64 = ("float64",)

@@ -6,10 +6,9 @@ import json
 import math
 
 import pytest
-from cli_helpers import entry_point, install_fake_plugin, run_cli
 
 from adamp_core import cli
-from adamp_core.check import (
+from adamp_core.cli.check import (
     CheckReport,
     discover_backends,
     format_report,
@@ -17,8 +16,9 @@ from adamp_core.check import (
     run_check,
     write_json,
 )
-from adamp_core.plugins import LoadError
+from adamp_core.cli.plugins import LoadError
 from adamp_core.testing import FLOAT64_ABS_TOL, CaseResult
+from helpers.cli_utils import entry_point, install_fake_plugin, run_cli
 
 STEPS = 3  # the suite's cases force their branch from the first step on
 
@@ -177,7 +177,7 @@ def test_json_round_trip_is_strict_json(tmp_path) -> None:
 
 def test_cli_in_process_exit_codes_and_json(tmp_path, monkeypatch, capsys) -> None:
     fakes = [entry_point("broken", "fake_plugin:broken_backends")]
-    monkeypatch.setattr("adamp_core.check.metadata.entry_points", lambda group: fakes)
+    monkeypatch.setattr("adamp_core.cli.check.metadata.entry_points", lambda group: fakes)
     out = tmp_path / "check.json"
     assert cli.main(["check", "--steps", "2", "--json", str(out)]) == 1
     printed = capsys.readouterr().out

@@ -8,16 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from cli_helpers import entry_point, run_cli
 
 from adamp_core import cli
-from adamp_core.demo import (
-    DEMO_OPTIMIZERS,
-    cosine_lr_factor,
-    effective_step_size,
-    load_digits_data,
-    run_demo,
-)
+from adamp_core.cli.demo import load_digits_data, run_demo
+from adamp_core.cli.trainer import DEMO_OPTIMIZERS, cosine_lr_factor, effective_step_size
+from helpers.cli_utils import entry_point, run_cli
 
 GROUP = "adamp_core.demos"
 FAKE = [entry_point("fake", "fake_plugin:trainer", GROUP)]
@@ -65,7 +60,7 @@ def test_toy_only_and_numpy_only_messages(tmp_path, monkeypatch) -> None:
     def no_sklearn(*args: object, **kwargs: object) -> None:
         raise ImportError("No module named 'sklearn'")
 
-    monkeypatch.setattr("adamp_core.demo.load_digits_data", no_sklearn)
+    monkeypatch.setattr("adamp_core.cli.demo.load_digits_data", no_sklearn)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
     report = run_demo(str(tmp_path), quick=True, entry_points=FAKE, progress=_quiet)
     assert report.ok and not report.trainings

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import entry_point, install_fake_plugin
 
-from adamp_core.check import discover_backends, format_report, list_backends, run_check
-from adamp_core.demo import run_demo
+from adamp_core.cli.check import discover_backends, format_report, list_backends, run_check
+from adamp_core.cli.demo import run_demo
+from helpers.cli_utils import entry_point, install_fake_plugin
 
 MODULE = "fake_isolated_plugin"
 ISO = entry_point("iso", f"{MODULE}:backends")

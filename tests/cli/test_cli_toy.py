@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adamp_core.toy import (
+from adamp_core.cli.toy import (
     TOY_ANGLE,
     format_toy_table,
     run_toy,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adamp_core.testing import CASES, FLOAT32_REL_TOL, FLOAT64_ABS_TOL, run_conformance, summarize
-from oracles import AuthorsUnderTest, authors_configs
+from helpers.oracles import AuthorsUnderTest, authors_configs
 
 pytest.importorskip("adamp")
 

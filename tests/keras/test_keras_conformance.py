@@ -9,11 +9,11 @@ from __future__ import annotations
 import functools
 
 import pytest
-from keras_helpers import BACKEND, DTYPES
 
 from adamp_core.testing import run_conformance
 from adamp_tf import _torch_path
 from adamp_tf.conformance import KerasUnderTest, backends, keras_factory
+from helpers.keras_utils import BACKEND, DTYPES
 
 
 def _assert_all_pass(results: list) -> None:

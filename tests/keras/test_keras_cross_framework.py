@@ -18,10 +18,10 @@ import keras
 import numpy as np
 import pytest
 import torch
-from keras_helpers import DTYPES, Reference, compiled_apply, to_numpy
 
 import adamp_tf
 from adamp_core.testing import Case, case_gradient
+from helpers.keras_utils import DTYPES, Reference, compiled_apply, to_numpy
 
 
 @dataclass

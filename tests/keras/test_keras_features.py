@@ -9,11 +9,11 @@ import keras
 import ml_dtypes
 import numpy as np
 import pytest
-from keras_helpers import BACKEND, Reference, compiled_apply, core_defaults, to_numpy
 
 import adamp_tf
 from adamp_core.testing import Case, case_gradient
 from adamp_core.validation import validate_adamp_hparams, validate_sgdp_hparams
+from helpers.keras_utils import BACKEND, Reference, compiled_apply, core_defaults, to_numpy
 
 ADAMP_DEFAULTS = core_defaults("AdamP")
 SGDP_DEFAULTS = {**core_defaults("SGDP"), "lr": 0.01}

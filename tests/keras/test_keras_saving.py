@@ -11,9 +11,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from keras_helpers import BACKEND, to_numpy
 
 import adamp_tf
+from helpers.keras_utils import BACKEND, to_numpy
 
 
 def _model() -> keras.Model:

@@ -10,9 +10,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from keras_helpers import BACKEND, to_numpy
 
 import adamp_tf
+from helpers.keras_utils import BACKEND, to_numpy
 
 pytestmark = pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow backend only")
 

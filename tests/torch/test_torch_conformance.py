@@ -11,7 +11,6 @@ import sys
 
 import pytest
 import torch
-from torch_helpers import paired_max_diff
 
 import adamp_torch.functional
 from adamp_core.testing import (
@@ -23,7 +22,8 @@ from adamp_core.testing import (
     summarize,
 )
 from adamp_torch.conformance import backends, make_factory
-from oracles import AuthorsUnderTest, authors_configs
+from helpers.oracles import AuthorsUnderTest, authors_configs
+from helpers.torch_utils import paired_max_diff
 
 EAGER = {b.name: b for b in backends() if b.name != "torch-compiled"}
 

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch_helpers import set_suite_grads, suite_tensors
 
 import adamp_core
 from adamp_core.testing import CASES, FLOAT64_ABS_TOL, case_gradient, initial_params
 from adamp_torch import SGDP, AdamP, functional
+from helpers.torch_utils import set_suite_grads, suite_tensors
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import torch
-from torch_helpers import set_suite_grads, suite_tensors
 
 from adamp_core.testing import FLOAT64_ABS_TOL
 from adamp_torch import SGDP, AdamP
+from helpers.torch_utils import set_suite_grads, suite_tensors
 
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("AdamP", dict(lr=0.02, weight_decay=0.5)),

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .optim import SGDP
+from ..optim import SGDP
 
 __all__ = [
     "TOY_ANGLE",

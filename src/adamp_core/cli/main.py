@@ -22,7 +22,7 @@ def _say(line: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m adamp_core``."""
-    from .demo import DEFAULT_EPOCHS, QUICK_EPOCHS
+    from .trainer import DEFAULT_EPOCHS, QUICK_EPOCHS
 
     parser = argparse.ArgumentParser(
         prog="python -m adamp_core",
@@ -143,7 +143,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import DEFAULT_EPOCHS, child_main, run_demo
+    from .demo import child_main, run_demo
+    from .trainer import DEFAULT_EPOCHS
 
     if args.child:
         epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs

@@ -38,7 +38,16 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from . import __version__
+from .. import __version__
+from ..testing import (
+    Backend,
+    CaseResult,
+    SummaryRow,
+    format_table,
+    numpy_factory,
+    run_conformance,
+    summarize,
+)
 from .plugins import (
     ChildRun,
     LoadError,
@@ -49,15 +58,6 @@ from .plugins import (
     load_entry_points,
     parse_entry_point_arg,
     run_child,
-)
-from .testing import (
-    Backend,
-    CaseResult,
-    SummaryRow,
-    format_table,
-    numpy_factory,
-    run_conformance,
-    summarize,
 )
 
 __all__ = [

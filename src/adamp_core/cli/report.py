@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .demo import DemoReport
+from .results import DemoReport
+from .toy import format_toy_table
 
 __all__ = ["write_report", "training_table", "to_json"]
 
@@ -95,8 +95,6 @@ def _plot_training(framework: str, histories: dict[str, dict[str, Any]], path: s
 def write_report(report: DemoReport, **settings: Any) -> None:
     """Write ``summary.md``, ``results.json`` and the plots into ``report.out``; fills
     ``report.files`` and ``report.summary_text`` (``settings`` go into the JSON)."""
-    from .toy import format_toy_table
-
     os.makedirs(report.out, exist_ok=True)
     files: list[str] = []
 

@@ -1,0 +1,1 @@
+"""Shared test helpers: oracles (the authors' package), and per-adapter utilities."""
