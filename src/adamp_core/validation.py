@@ -1,8 +1,10 @@
 """Hyperparameter validation shared by every AdamP/SGDP implementation.
 
 Each adapter (NumPy, PyTorch, Keras) calls these functions in its constructor, so a
-bad value is rejected with the same :class:`ValueError` everywhere. Every message
-names the argument and repeats the offending value.
+bad value is rejected with the same :class:`ValueError` everywhere, before the
+optimizer exists. Every message names the argument and repeats the offending value.
+:func:`validate_flag` is the check for any on/off argument an adapter adds of its own
+(``maximize``, ``check_finite``...).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 
 __all__ = [
     "SGDP_VARIANTS",
+    "validate_flag",
     "validate_adamp_hparams",
     "validate_sgdp_hparams",
+    "validate_variant",
 ]
 
 #: Accepted values of SGDP's ``variant`` argument.
@@ -50,9 +54,24 @@ def _check_interval(
         raise ValueError(f"{name} must be in [{low:g}, {high:g}{bracket}, got {value!r}")
 
 
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
+def validate_flag(name: str, value: Any, *, optional: bool = False) -> None:
+    """Require a bool (or ``None`` when ``optional``) for an adapter's own switch, such as
+    ``maximize`` or ``foreach``; raise :class:`ValueError` naming it otherwise."""
+    if not (optional and value is None):
+        if not isinstance(value, bool):
+            allowed = "a bool or None" if optional else "a bool"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def validate_variant(variant: Any) -> None:
+    """Require SGDP's ``variant`` to be one of :data:`SGDP_VARIANTS`, as a ``str``.
+
+    Raises:
+        ValueError: ``"variant must be one of ('authors', 'paper'), got {variant!r}"``.
+    """
+    # the type first: a NumPy string array would compare element-wise with the names
+    if not isinstance(variant, str) or variant not in SGDP_VARIANTS:
+        raise ValueError(f"variant must be one of {SGDP_VARIANTS}, got {variant!r}")
 
 
 def _check_projection(eps: Any, weight_decay: Any, delta: Any, wd_ratio: Any) -> None:
@@ -96,7 +115,7 @@ def validate_adamp_hparams(
     for i, beta in enumerate(betas):
         _check_interval(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
     _check_projection(eps, weight_decay, delta, wd_ratio)
-    _check_bool("nesterov", nesterov)
+    validate_flag("nesterov", nesterov)
 
 
 def validate_sgdp_hparams(
@@ -136,11 +155,10 @@ def validate_sgdp_hparams(
     _check_interval("momentum", momentum, 0.0, 1.0, high_open=True)
     _check_interval("dampening", dampening, 0.0, 1.0)
     _check_projection(eps, weight_decay, delta, wd_ratio)
-    _check_bool("nesterov", nesterov)
+    validate_flag("nesterov", nesterov)
     if nesterov and (float(momentum) <= 0.0 or float(dampening) != 0.0):
         raise ValueError(
             "nesterov=True requires momentum > 0 and dampening == 0, "
             f"got momentum={momentum!r}, dampening={dampening!r}"
         )
-    if variant not in SGDP_VARIANTS:
-        raise ValueError(f"variant must be one of {SGDP_VARIANTS}, got {variant!r}")
+    validate_variant(variant)

@@ -25,7 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Frame", "Slot", "compute_dtype", "is_compiling"]
+__all__ = ["Frame", "Scalar", "Slot", "compute_dtype", "is_compiling"]
+
+#: A learning rate or factor: a Python float or a 0-dim tensor.
+Scalar = float | Tensor
 
 
 def is_compiling() -> bool:

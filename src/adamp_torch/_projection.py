@@ -2,7 +2,7 @@
 
 The optimizer-specific half produces, for each tensor, the unprojected direction ``Z``
 (AdamP: the whole Adam step ``-lr / bc1 * m / denom``; SGDP: the momentum direction).
-What remains is, per output-channel row ``r`` of a parameter ``P`` (SPEC.md sections 1-3)::
+What remains is, per output-channel row ``r`` of a parameter ``P`` (``docs/algorithm.md``)::
 
     Z_r'  = Z_r - coef_r * P_r                     coef_r = <P_r, Z_r> / (|P_r| + eps)^2
     P_new = P * (1 - decay * ratio) + alpha * Z'
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._layout import Frame
+from ._layout import Frame, Scalar
 
 __all__ = [
     "Decision",
@@ -52,8 +52,6 @@ __all__ = [
     "project_in_place",
     "shift_coefficients",
 ]
-
-Scalar = float | Tensor
 
 
 @dataclass(frozen=True)
@@ -224,7 +222,7 @@ def decide(
     eps: float,
     scratch: Tensor | None = None,
 ) -> Decision:
-    """Run the test of SPEC.md section 2 for every tensor of a batch, on the device.
+    """Run the scale-invariance test for every tensor of a batch, on the device.
 
     Channel view: the largest ``|cos(G_r, P_r)|`` of a tensor against
     ``delta / sqrt(row length)``; failing that, the layer view: the cosine of the

@@ -1,30 +1,33 @@
-"""AdamP and SGDP as functions over lists of tensors, in the style of ``torch.optim.adamw``.
+"""AdamP and SGDP over lists of tensors, laid out like ``torch.optim.adamw``.
 
-Everything is updated in place: parameters, moments, momentum buffers and step counts.
-Axis 0 of each tensor is its output channel. Tensors may be any strided layout
-(``channels_last``, transposed or permuted views); updates land in the tensors given.
-Float16 and bfloat16 tensors are updated with float32 math and rounded once at the end.
+:func:`adamp` and :func:`sgdp` update parameters and state in place. Each checks its
+inputs, then picks one named implementation for every (device, dtype) batch:
 
-Tensors are grouped by (device, dtype); each group is processed as a batch (``foreach``
-``None`` or ``True``) or one tensor at a time (``foreach=False``). Both run the same
-code: the one-at-a-time path is the batched path called with lists of length one.
+* ``_single_tensor_adamp`` / ``_single_tensor_sgdp`` (``foreach=False``): one tensor at a
+  time, line for line the reference :func:`adamp_core.functional.adamp_step` /
+  ``sgdp_step``;
+* :func:`_host_split` (CPU): the scale-invariance test is read on the host, where it
+  already is; tensors it does not project are finished by torch's fused AdamW / SGD
+  kernel in one pass, the others are projected as a batch;
+* :func:`_multi_tensor` (CUDA, other accelerators, ``torch.compile``, or
+  ``HOST_DECISIONS = False``): the same batch with every decision kept on the device.
 
-On CUDA (and any accelerator) and under ``torch.compile`` nothing is read back to the
-host: the projection test is decided on the device with ``torch.where``. On CPU, where
-reading a value costs nothing, the per-tensor outcome of the test is read back, and the
-tensors it leaves unprojected are finished by torch's fused AdamW / SGD kernels in one
-pass instead of going through the projection (same numbers, fewer passes over memory).
-``lr`` may be a float or a 0-dim tensor.
+The two batched paths share their control flow; AdamP and SGDP supply what differs (the
+direction and the kernels that finish a tensor) as a :class:`_Rule`. The algorithm is
+written out in ``docs/algorithm.md``. Axis 0 of each tensor is its output channel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from ._layout import Frame, Slot, compute_dtype, is_compiling
+from adamp_core.validation import validate_variant
+
+from ._layout import Frame, Scalar, Slot, compute_dtype, is_compiling
 from ._projection import (
     Decision,
     Plan,
@@ -37,9 +40,12 @@ from ._projection import (
     shift_coefficients,
 )
 
-__all__ = ["Workspace", "adamp", "sgdp", "fused_adam_available"]
+__all__ = ["HOST_DECISIONS", "Workspace", "adamp", "sgdp", "fused_adam_available"]
 
-Scalar = float | Tensor
+HOST_DECISIONS = True
+"""Internal switch: on CPU, read the projection decisions on the host (the default).
+``False`` sends CPU batches down the device path as well (the tests use it to check that
+path without an accelerator)."""
 
 
 def fused_adam_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -47,46 +53,124 @@ def fused_adam_available(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type in ("cpu", "cuda") and dtype in (torch.float32, torch.float64)
 
 
-def _host_decisions(device: torch.device) -> bool:
-    """Whether a batch on ``device`` reads its projection decisions back to the host.
-
-    Only on CPU (the values are already there) and never while ``torch.compile`` traces
-    (a graph break). Elsewhere the device-side path runs: no host sync.
-    """
-    return device.type == "cpu" and not is_compiling()
+def check_fused(fused: bool | None, nesterov: bool) -> None:
+    """Reject ``fused=True`` with Nesterov: the fused AdamW kernel has no Nesterov form."""
+    if fused and nesterov:
+        raise ValueError("fused=True cannot be combined with nesterov=True")
 
 
-def _split(decision: Decision) -> tuple[list[int], list[int]]:
-    """Positions of the projected and of the unprojected tensors, read on the host."""
-    projected = decision.on_host()
-    return (
-        [i for i, x in enumerate(projected) if x],
-        [i for i, x in enumerate(projected) if not x],
-    )
+# -- the reference path: one tensor at a time -------------------------------------------------
 
 
-def _pick(tensors: Sequence[Tensor], positions: Sequence[int]) -> list[Tensor]:
-    return [tensors[i] for i in positions]
+def _projection(
+    param: Tensor, grad: Tensor, update: Tensor, *, delta: float, wd_ratio: float, eps: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`adamp_core.functional.projection` for one tensor, decided with
+    ``torch.where`` (no host sync). Returns the update and the weight decay ratio."""
+    one = param.new_ones(())
+    if param.dim() < 2:
+        return update, one
+    passed, projected = [], []
+    for rows in (param.shape[0], 1):  # the channel view, then the layer view
+        p, g, u = (x.reshape(rows, -1) for x in (param, grad, update))
+        cosine = torch.nn.functional.cosine_similarity(g, p, dim=1, eps=eps).abs()
+        passed.append(cosine.amax() < delta / math.sqrt(p.shape[1]))
+        p_unit = p / (torch.linalg.vector_norm(p, dim=1, keepdim=True) + eps)
+        radial = (p_unit * u).sum(dim=1, keepdim=True)
+        projected.append((u - p_unit * radial).reshape(update.shape))
+    channel, layer = passed
+    update = torch.where(channel, projected[0], torch.where(layer, projected[1], update))
+    ratio = torch.where(channel | layer, one * wd_ratio, one)
+    return update, ratio
 
 
-def _check_lists(name: str, first: Sequence[Tensor], *others: Sequence[Tensor]) -> None:
-    for other in others:
-        if len(other) != len(first):
-            raise ValueError(f"{name}: all tensor lists must have the same length")
+def _upcast(*tensors: Tensor) -> list[Tensor]:
+    """The tensors in the dtype the math runs in (16-bit floats: float32 copies)."""
+    return [t.to(compute_dtype(t.dtype)) for t in tensors]
 
 
-def _batches(params: Sequence[Tensor], foreach: bool | None) -> list[list[int]]:
-    """Indices grouped by (device, dtype); split into singletons when ``foreach=False``."""
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, p in enumerate(params):
-        groups.setdefault((p.device, p.dtype), []).append(i)
-    if foreach is False:
-        return [[i] for idx in groups.values() for i in idx]
-    return list(groups.values())
+def _single_tensor_adamp(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    delta: float,
+    wd_ratio: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    for param, grad, exp_avg, exp_avg_sq, step in zip(
+        params, grads, exp_avgs, exp_avg_sqs, state_steps
+    ):
+        p, g, m, v = _upcast(param, grad, exp_avg, exp_avg_sq)
+        if maximize:
+            g = -g
+        step += 1
+        t = _float64(step)
+        bias_correction1 = 1 - beta1**t
+        bias_correction2 = 1 - beta2**t
+        m = m * beta1 + (1 - beta1) * g
+        v = v * beta2 + (1 - beta2) * (g * g)
+        denom = v.sqrt() / bias_correction2.sqrt() + eps
+        numer = beta1 * m + (1 - beta1) * g if nesterov else m
+        update, ratio = _projection(p, g, numer / denom, delta=delta, wd_ratio=wd_ratio, eps=eps)
+        if weight_decay > 0:
+            p = p * (1 - lr * weight_decay * ratio)
+        p = p - (lr / bias_correction1) * update
+        param.copy_(p)
+        exp_avg.copy_(m)
+        exp_avg_sq.copy_(v)
+
+
+def _single_tensor_sgdp(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor],
+    *,
+    lr: Scalar,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    eps: float,
+    delta: float,
+    wd_ratio: float,
+    variant: str,
+    maximize: bool,
+) -> None:
+    for param, grad, momentum_buffer in zip(params, grads, momentum_buffers):
+        p, g, buf = _upcast(param, grad, momentum_buffer)
+        if maximize:
+            g = -g
+        buf = buf * momentum + (1 - dampening) * g
+        direction = g + momentum * buf if nesterov else buf
+        update, ratio = _projection(p, g, direction, delta=delta, wd_ratio=wd_ratio, eps=eps)
+        if variant == "authors" and not nesterov:
+            buf = update
+        if weight_decay > 0:
+            p = p * (1 - lr * weight_decay * ratio / (1 - momentum))
+        p = p - lr * update
+        param.copy_(p)
+        momentum_buffer.copy_(buf)
+
+
+def _float64(steps: Tensor) -> Tensor:
+    """Step counts in float64 (bias corrections must not round to float32); MPS has none."""
+    return steps.to(torch.float32 if steps.device.type == "mps" else torch.float64)
+
+
+# -- the batched paths --------------------------------------------------------------------------
 
 
 class _Batch:
-    """One batch of tensors brought into the kernel's layout (see ``_layout``)."""
+    """One (device, dtype) batch of tensors brought into the kernel's layout (``_layout``)."""
 
     def __init__(
         self,
@@ -107,6 +191,7 @@ class _Batch:
         else:
             self.plan = Plan.build(self.frames, delta, self.dtype, self.device)
         self.written: list[tuple[Slot, Frame]] = []
+        self.p = self.bind(params, write=True)
 
     def bind(self, tensors: Sequence[Tensor], write: bool) -> list[Tensor]:
         """The batch's entries of ``tensors`` in kernel layout (written back if ``write``)."""
@@ -114,7 +199,7 @@ class _Batch:
         for i, frame in zip(self.index, self.frames):
             tensor = tensors[i]
             if frame.identity and tensor.dtype == self.dtype and tensor.is_contiguous():
-                out.append(tensor)  # already in kernel layout: no slot, nothing to write back
+                out.append(tensor)  # already in kernel layout: nothing to write back
                 continue
             slot = Slot(tensor, frame, self.dtype)
             if write and slot.copied:
@@ -123,25 +208,20 @@ class _Batch:
         return out
 
     def scratch(self, name: str) -> list[Tensor]:
-        """One kernel-layout tensor per entry, views of one flat buffer reused between steps.
-
-        One flat buffer is cheaper than many small ones (a single fill, no page faults
-        after the first step); it only grows, so memory stays bounded whichever subset of
-        parameters has gradients. The contents are uninitialised.
-        """
+        """One uninitialised kernel-layout tensor per entry, views of one flat buffer kept
+        in the workspace (one buffer: one fill and no page faults after the first step)."""
         sizes = [f.numel for f in self.frames]
-        shape = (sum(sizes),)
+        total = sum(sizes)
         if self.workspace is None:
-            flat = torch.empty(shape, dtype=self.dtype, device=self.device)
+            flat = torch.empty((total,), dtype=self.dtype, device=self.device)
         else:
             key = (name, self.dtype, self.device)
-            flat = self.workspace.at_least(key, shape[0], self.dtype, self.device)[: shape[0]]
+            flat = self.workspace.at_least(key, total, self.dtype, self.device)[:total]
         return [part.view(f.kernel_shape) for part, f in zip(flat.split(sizes), self.frames)]
 
     def product_scratch(self) -> Tensor | None:
-        """A flat buffer for the per-row products of ``(A, R, B)`` row views (as large as
-        the largest such tensor), kept in the workspace; ``None`` (use temporaries) without
-        one, when compiling, or when every row is contiguous (no product is stored then)."""
+        """A flat buffer for the per-row products of ``(A, R, B)`` row views, as large as
+        the largest such tensor; ``None`` (temporaries) without a workspace or such rows."""
         sizes = [f.numel for f in self.frames if f.projectable and f.shape3[0] != 1]
         if self.workspace is None or not sizes:
             return None
@@ -154,10 +234,172 @@ class _Batch:
             slot.write_back(frame)
 
 
-def _steps_as_float64(steps: Sequence[Tensor], device: torch.device) -> Tensor:
-    """The step counts as one float64 vector (bias corrections must not round to float32)."""
-    dtype = torch.float32 if device.type == "mps" else torch.float64
-    return torch.stack([s.reshape(()) for s in steps]).to(dtype)
+def _pick(tensors: Sequence[Tensor], positions: Sequence[int]) -> list[Tensor]:
+    return [tensors[i] for i in positions]
+
+
+def _signed(grads: list[Tensor], maximize: bool) -> list[Tensor]:
+    """The gradients, negated (new tensors) when maximizing."""
+    return list(torch._foreach_neg(grads)) if maximize else grads
+
+
+class _Rule:
+    """What one optimizer supplies to the batched paths, for one batch.
+
+    ``P <- P * (1 - decay * ratio) + alpha * projected(Z)``, with ``Z`` from
+    :meth:`direction`; ``ratio`` is ``wd_ratio`` on projected tensors, else 1.
+    """
+
+    alpha: Scalar
+    decay: Scalar
+    wd_ratio: float
+    eps: float
+    #: SGDP's authors variant: the projected direction is stored (it is the buffer).
+    project_direction: bool = False
+    #: The test's outcome, set by :func:`_host_split`.
+    decision: Decision
+
+    def __init__(self, batch: _Batch, grads: list[Tensor]):
+        self.batch = batch
+        self.g = grads
+        self.scratch = batch.product_scratch()
+
+    def direction(self, where: Sequence[int]) -> list[Tensor]:
+        """Update the state of tensors ``where``; the unprojected ``Z`` of each (others unset)."""
+        raise NotImplementedError
+
+    def finish_unprojected(self, where: Sequence[int]) -> bool:
+        """Finish tensors the test does not project with one fused kernel; ``False`` if
+        this batch has no such kernel (then they go through :meth:`finish_projected`)."""
+        return False
+
+    def finish_projected(self, where: Sequence[int], projected: Sequence[int]) -> None:
+        """Finish tensors ``where`` (of which ``projected`` are projected) from their
+        direction, with the decision of :func:`_host_split`."""
+        z = self.direction(where)
+        batch = self.batch
+        coef = shift_coefficients(
+            z, batch.plan, self.decision, eps=self.eps, tensors=projected, scratch=self.scratch
+        )
+        apply_update(
+            batch.p,
+            z,
+            batch.plan,
+            self.decision,
+            coef,
+            alpha=self.alpha,
+            decay=self.decay,
+            wd_ratio=self.wd_ratio,
+            project_direction=self.project_direction,
+            tensors=where,
+        )
+
+
+def _multi_tensor(rule: _Rule) -> None:
+    """Finish a batch with every decision on the device: no host sync."""
+    batch = rule.batch
+    z = rule.direction(range(len(batch.p)))
+    project_and_apply(
+        batch.p,
+        rule.g,
+        z,
+        batch.plan,
+        alpha=rule.alpha,
+        decay=rule.decay,
+        wd_ratio=rule.wd_ratio,
+        eps=rule.eps,
+        project_direction=rule.project_direction,
+        scratch=rule.scratch,
+    )
+
+
+def _host_split(rule: _Rule) -> None:
+    """Decide on the host, finish unprojected tensors with a fused kernel, project the rest."""
+    batch = rule.batch
+    rule.decision = decide(batch.p, rule.g, batch.plan, eps=rule.eps, scratch=rule.scratch)
+    projected = rule.decision.on_host()
+    moved = [i for i, x in enumerate(projected) if x]
+    kept = [i for i, x in enumerate(projected) if not x]
+    if kept and rule.finish_unprojected(kept):
+        todo = moved
+    else:
+        todo = list(range(len(projected)))
+    if todo:
+        rule.finish_projected(todo, moved)
+
+
+class _AdamPRule(_Rule):
+    def __init__(
+        self,
+        batch: _Batch,
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        steps: list[Tensor],
+        *,
+        lr: Scalar,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+        wd_ratio: float,
+        nesterov: bool,
+        maximize: bool,
+        fused: bool,
+    ):
+        super().__init__(batch, grads)
+        self.m, self.v, self.steps = exp_avgs, exp_avg_sqs, steps
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.weight_decay, self.wd_ratio = weight_decay, wd_ratio
+        self.nesterov, self.maximize, self.fused = nesterov, maximize, fused
+        self.alpha = 1.0  # Z already holds -lr / bc1 * m / denom
+        self.decay = lr * weight_decay
+
+    def _fused_adamw(
+        self, targets: list[Tensor], where: Sequence[int], weight_decay: float
+    ) -> None:
+        """torch's fused AdamW on ``targets`` with the moments of tensors ``where``."""
+        torch._fused_adamw_(
+            targets,
+            _pick(self.g, where),
+            _pick(self.m, where),
+            _pick(self.v, where),
+            [],
+            _pick(self.steps, where),
+            lr=self.lr,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            weight_decay=weight_decay,
+            eps=self.eps,
+            amsgrad=False,
+            maximize=self.maximize,
+        )
+
+    def direction(self, where: Sequence[int]) -> list[Tensor]:
+        if self.fused:
+            # The kernel adds the Adam step to its targets: zeroed scratch receives it.
+            z = self.batch.scratch("adamp.direction")
+            torch._foreach_zero_(_pick(z, where))
+            self._fused_adamw(_pick(z, where), where, 0.0)
+            return z
+        return _adam_direction(
+            _signed(self.g, self.maximize),
+            self.m,
+            self.v,
+            self.steps,
+            lr=self.lr,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            eps=self.eps,
+            nesterov=self.nesterov,
+        )
+
+    def finish_unprojected(self, where: Sequence[int]) -> bool:
+        if not self.fused:
+            return False
+        # AdamP is exactly AdamW on tensors it does not project.
+        self._fused_adamw(_pick(self.batch.p, where), where, self.weight_decay)
+        return True
 
 
 def _adam_direction(
@@ -171,10 +413,9 @@ def _adam_direction(
     beta2: float,
     eps: float,
     nesterov: bool,
-    device: torch.device,
 ) -> list[Tensor]:
-    """Update the moments and return the Adam step ``-lr / bc1 * numer / denom`` per tensor."""
-    t = _steps_as_float64(steps, device)
+    """Update the moments; the Adam step ``-lr / bc1 * numer / denom`` of every tensor."""
+    t = _float64(torch.stack([s.reshape(()) for s in steps]))
     bias_correction1 = 1 - torch.pow(beta1, t)
     bias_correction2 = 1 - torch.pow(beta2, t)
     neg_step_size = (-lr if not isinstance(lr, Tensor) else -lr.to(t)) / bias_correction1
@@ -183,9 +424,8 @@ def _adam_direction(
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    # The per-tensor factors are computed in float64 and rounded once to the tensors'
-    # dtype (what eager torch does with a 0-dim operand anyway; under torch.compile it
-    # keeps the elementwise math in that dtype instead of promoting it).
+    # Per-tensor factors are rounded once to the tensors' dtype (what eager torch does with
+    # a 0-dim operand; under torch.compile it keeps the math in that dtype).
     dtype = exp_avg_sqs[0].dtype
     torch._foreach_div_(denom, list(bias_correction2.sqrt().to(dtype).unbind(0)))
     torch._foreach_add_(denom, eps)
@@ -197,6 +437,164 @@ def _adam_direction(
     direction = list(torch._foreach_div(numer, denom))
     torch._foreach_mul_(direction, list(neg_step_size.to(dtype).unbind(0)))
     return direction
+
+
+_ONE_PASS_MIN_NUMEL = 1 << 14
+"""Tensors at least this large get the one-pass momentum update (a call of their own)."""
+
+
+def _momentum_update(
+    buffers: list[Tensor], grads: list[Tensor], momentum: float, dampening: float
+) -> None:
+    """``buf <- momentum * buf + (1 - dampening) * g`` in place."""
+    if dampening == 0:
+        # One pass (``g + momentum * buf`` written over ``buf``) for large tensors; small
+        # ones stay batched, where the per-call cost outweighs the extra pass.
+        small = [i for i, b in enumerate(buffers) if b.numel() < _ONE_PASS_MIN_NUMEL]
+        for i, b in enumerate(buffers):
+            if b.numel() >= _ONE_PASS_MIN_NUMEL:
+                torch.add(grads[i], b, alpha=momentum, out=b)
+        buffers, grads = _pick(buffers, small), _pick(grads, small)
+    if buffers:
+        # A 0-dim tensor factor: on CPU, a float one costs a conversion per tensor.
+        factor = torch.full((), momentum, dtype=buffers[0].dtype, device=buffers[0].device)
+        torch._foreach_mul_(buffers, factor)
+        torch._foreach_add_(buffers, grads, alpha=1 - dampening)
+
+
+class _SGDPRule(_Rule):
+    def __init__(
+        self,
+        batch: _Batch,
+        grads: list[Tensor],
+        buffers: list[Tensor],
+        *,
+        lr: Scalar,
+        momentum: float,
+        dampening: float,
+        weight_decay: float,
+        nesterov: bool,
+        eps: float,
+        wd_ratio: float,
+        variant: str,
+        maximize: bool,
+    ):
+        super().__init__(batch, grads)
+        self.buf = buffers
+        self.lr, self.momentum, self.dampening = lr, momentum, dampening
+        self.weight_decay, self.nesterov, self.eps = weight_decay, nesterov, eps
+        self.wd_ratio, self.maximize = wd_ratio, maximize
+        self.alpha = -lr if not isinstance(lr, Tensor) else lr.neg()
+        self.decay = lr * (weight_decay / (1 - momentum))
+        self.project_direction = variant == "authors" and not nesterov
+
+    def direction(self, where: Sequence[int]) -> list[Tensor]:
+        signed, buffers = _signed(_pick(self.g, where), self.maximize), _pick(self.buf, where)
+        _momentum_update(buffers, signed, self.momentum, self.dampening)
+        if not self.nesterov:
+            return self.buf
+        z = list(self.buf)
+        for i, zi in zip(where, torch._foreach_add(signed, buffers, alpha=self.momentum)):
+            z[i] = zi
+        return z
+
+    def finish_unprojected(self, where: Sequence[int]) -> bool:
+        # Without momentum the fused kernel leaves the buffer alone, which must hold the
+        # gradient: those batches take the general path.
+        if self.momentum == 0.0:
+            return False
+        params = _pick(self.batch.p, where)
+        decay_in_place(params, self.decay)
+        torch._fused_sgd_(
+            params,
+            _pick(self.g, where),
+            _pick(self.buf, where),
+            weight_decay=0.0,
+            momentum=self.momentum,
+            lr=self.lr,
+            dampening=self.dampening,
+            nesterov=self.nesterov,
+            maximize=self.maximize,
+            is_first_step=False,
+        )
+        return True
+
+    def finish_projected(self, where: Sequence[int], projected: Sequence[int]) -> None:
+        if self.momentum == 0.0 or not self.project_direction:
+            super().finish_projected(where, projected)
+            return
+        # The buffer is projected in place; what is left is a momentum-free SGD step whose
+        # coupled decay equals the decoupled one here: one fused pass.
+        z = self.direction(where)
+        batch = self.batch
+        coef = shift_coefficients(
+            z, batch.plan, self.decision, eps=self.eps, tensors=projected, scratch=self.scratch
+        )
+        project_in_place(z, batch.plan, self.decision, coef, tensors=where)
+        torch._fused_sgd_(
+            _pick(batch.p, where),
+            _pick(z, where),
+            [],
+            weight_decay=self.weight_decay * self.wd_ratio / (1 - self.momentum),
+            momentum=0.0,
+            lr=self.lr,
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+            is_first_step=False,
+        )
+
+
+# -- the public functions and their dispatch ------------------------------------------------------
+
+
+def _batches(params: Sequence[Tensor], positions: Sequence[int]) -> list[list[int]]:
+    """``positions`` grouped by the (device, dtype) of their parameter."""
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i in positions:
+        groups.setdefault((params[i].device, params[i].dtype), []).append(i)
+    return list(groups.values())
+
+
+def _batched_path(device: torch.device) -> Callable[[_Rule], None]:
+    """Which batched path finishes a batch on ``device`` (``foreach=False`` aside)."""
+    if device.type == "cpu" and HOST_DECISIONS and not is_compiling():
+        return _host_split
+    return _multi_tensor
+
+
+def _check_inputs(
+    name: str,
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    states: dict[str, Sequence[Tensor]],
+    steps: Sequence[Tensor] = (),
+) -> list[int]:
+    """Check every list against ``params``; the positions of tensors with elements.
+
+    Gradients and state must be shaped, typed and placed like their parameter (a fused
+    kernel would otherwise write out of bounds); zero-size tensors are left alone.
+    """
+    lists = {"grads": grads, **states}
+    if any(len(t) != len(params) for t in (*lists.values(), *([steps] if steps else []))):
+        raise ValueError(f"{name}: all tensor lists must have the same length")
+    for i, p in enumerate(params):
+        for key, tensors in lists.items():
+            t = tensors[i]
+            if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device:
+                raise ValueError(
+                    f"{name}: {key}[{i}] is {_describe(t)} but params[{i}] is {_describe(p)}"
+                )
+    return [i for i, p in enumerate(params) if p.numel() > 0]
+
+
+def _describe(t: Tensor) -> str:
+    return f"{t.dtype} of shape {tuple(t.shape)} on {t.device}"
+
+
+def _scalar_lr(lr: float | Tensor) -> Scalar:
+    """A one-element tensor lr as a 0-dim tensor (what the fused kernels take)."""
+    return lr.reshape(()) if isinstance(lr, Tensor) else lr
 
 
 def adamp(
@@ -219,16 +617,16 @@ def adamp(
     fused: bool | None = None,
     workspace: Workspace | None = None,
 ) -> None:
-    """One AdamP step (the authors' package 0.3.0, SPEC.md section 1), in place.
+    """One AdamP step, in place (see :class:`adamp_torch.AdamP` for the algorithm).
 
     Args:
         params: parameters; axis 0 is the output channel.
-        grads: their gradients (dense, same shapes).
+        grads: their gradients (dense; same shape, dtype and device).
         exp_avgs: first moments ``m`` (updated).
         exp_avg_sqs: second moments ``v`` (updated).
         state_steps: step counts as 0-dim tensors on the parameters' devices, incremented
             here before use (float32 counts are exact up to 2**24 steps).
-        lr: learning rate, a float or a 0-dim tensor.
+        lr: learning rate, a float or a one-element tensor.
         beta1, beta2: moment decay rates.
         eps: added to the bias-corrected ``sqrt(v)``; also the eps of the projection.
         weight_decay: decoupled weight decay, multiplied by ``wd_ratio`` on projected tensors.
@@ -244,128 +642,60 @@ def adamp(
         workspace: reusable scratch buffers and constants (see :class:`Workspace`); the
             optimizer classes keep one. ``None`` allocates per call.
     """
-    _check_lists("adamp", params, grads, exp_avgs, exp_avg_sqs, state_steps)
-    if fused and nesterov:
-        raise ValueError("fused=True cannot be combined with nesterov=True")
-    for index in _batches(params, foreach):
-        batch = _Batch(index, params, workspace, delta)
+    live = _check_inputs(
+        "adamp", params, grads, {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}, state_steps
+    )
+    check_fused(fused, nesterov)
+    lr = _scalar_lr(lr)
+    for index in _batches(params, live):
+        device, dtype = params[index[0]].device, compute_dtype(params[index[0]].dtype)
         use_fused = (
             fused is not False
             and not nesterov
             and not is_compiling()
-            and fused_adam_available(batch.device, batch.dtype)
+            and fused_adam_available(device, dtype)
         )
         if fused and not use_fused:
             raise RuntimeError("fused=True: torch's fused AdamW kernel is unavailable here")
-        p = batch.bind(params, write=True)
-        g = batch.bind(grads, write=False)
-        m = batch.bind(exp_avgs, write=True)
-        v = batch.bind(exp_avg_sqs, write=True)
-        steps = [state_steps[i] for i in batch.index]
+        if foreach is False:
+            _single_tensor_adamp(
+                _pick(params, index),
+                _pick(grads, index),
+                _pick(exp_avgs, index),
+                _pick(exp_avg_sqs, index),
+                _pick(state_steps, index),
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                delta=delta,
+                wd_ratio=wd_ratio,
+                nesterov=nesterov,
+                maximize=maximize,
+            )
+            continue
+        batch = _Batch(index, params, workspace, delta)
+        steps = _pick(state_steps, index)
         torch._foreach_add_(steps, 1)
-        _adamp_batch(
-            batch, p, g, m, v, steps,
-            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-            wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize, use_fused=use_fused,
-        )  # fmt: skip
+        rule = _AdamPRule(
+            batch,
+            batch.bind(grads, write=False),
+            batch.bind(exp_avgs, write=True),
+            batch.bind(exp_avg_sqs, write=True),
+            steps,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            wd_ratio=wd_ratio,
+            nesterov=nesterov,
+            maximize=maximize,
+            fused=use_fused,
+        )
+        _batched_path(batch.device)(rule)
         batch.finish()
-
-
-def _adamp_batch(
-    batch: _Batch,
-    p: list[Tensor],
-    g: list[Tensor],
-    m: list[Tensor],
-    v: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: Scalar,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    wd_ratio: float,
-    nesterov: bool,
-    maximize: bool,
-    use_fused: bool,
-) -> None:
-    """The AdamP step of one batch in kernel layout (steps already incremented)."""
-    scratch = batch.product_scratch()
-    decay = lr * weight_decay
-    everything = range(len(p))
-
-    def fused_moments(targets: list[Tensor], where: Sequence[int], wd: float) -> None:
-        """torch's fused AdamW on ``targets`` with the moments of tensors ``where``."""
-        torch._fused_adamw_(
-            targets, _pick(g, where), _pick(m, where), _pick(v, where), [],
-            _pick(steps, where), lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd,
-            eps=eps, amsgrad=False, maximize=maximize,
-        )  # fmt: skip
-
-    def direction(where: Sequence[int]) -> list[Tensor]:
-        """The Adam step ``Z`` of every tensor (entries outside ``where`` unset)."""
-        if not use_fused:
-            return _adam_direction(
-                _signed(g, maximize), m, v, steps, lr=lr, beta1=beta1, beta2=beta2,
-                eps=eps, nesterov=nesterov, device=batch.device,
-            )  # fmt: skip
-        z = batch.scratch("adamp.direction")
-        torch._foreach_zero_(_pick(z, where))
-        fused_moments(_pick(z, where), where, 0.0)  # weight decay is applied later
-        return z
-
-    if not _host_decisions(batch.device):
-        z = direction(everything)
-        project_and_apply(
-            p, g, z, batch.plan,
-            alpha=1.0, decay=decay, wd_ratio=wd_ratio, eps=eps, scratch=scratch,
-        )  # fmt: skip
-        return
-    decision = decide(p, g, batch.plan, eps=eps, scratch=scratch)
-    moved, kept = _split(decision)
-    if use_fused and kept:
-        # Unprojected tensors: AdamP is exactly AdamW there, one fused pass each.
-        fused_moments(_pick(p, kept), kept, weight_decay)
-    todo = moved if use_fused else everything
-    if todo:
-        z = direction(todo)
-        coef = shift_coefficients(z, batch.plan, decision, eps=eps, tensors=moved, scratch=scratch)
-        apply_update(
-            p, z, batch.plan, decision, coef,
-            alpha=1.0, decay=decay, wd_ratio=wd_ratio, tensors=todo,
-        )  # fmt: skip
-
-
-def _signed(grads: list[Tensor], maximize: bool) -> list[Tensor]:
-    """The gradients, negated (new tensors) when maximizing."""
-    return list(torch._foreach_neg(grads)) if maximize else grads
-
-
-_ONE_PASS_MIN_NUMEL = 1 << 14
-"""Tensors at least this large get the one-pass momentum update (a call of their own)."""
-
-
-def _momentum_update(
-    buffers: list[Tensor], grads: list[Tensor], momentum: float, dampening: float
-) -> None:
-    """``buf <- momentum * buf + (1 - dampening) * g`` in place.
-
-    Without dampening this is one pass per tensor (``g + momentum * buf`` written over
-    ``buf``) instead of a scaling pass and an accumulating pass.
-    """
-    if dampening == 0:
-        # Small tensors stay batched: there the per-call cost outweighs the extra pass.
-        small = [i for i, b in enumerate(buffers) if b.numel() < _ONE_PASS_MIN_NUMEL]
-        large = [i for i, b in enumerate(buffers) if b.numel() >= _ONE_PASS_MIN_NUMEL]
-        for i in large:
-            torch.add(grads[i], buffers[i], alpha=momentum, out=buffers[i])
-        buffers = [buffers[i] for i in small]
-        grads = [grads[i] for i in small]
-    if buffers:
-        # A 0-dim tensor factor: on CPU, a float one costs a conversion per tensor.
-        factor = torch.full((), momentum, dtype=buffers[0].dtype, device=buffers[0].device)
-        torch._foreach_mul_(buffers, factor)
-        torch._foreach_add_(buffers, grads, alpha=1 - dampening)
 
 
 def sgdp(
@@ -386,13 +716,13 @@ def sgdp(
     foreach: bool | None = None,
     workspace: Workspace | None = None,
 ) -> None:
-    """One SGDP step (SPEC.md section 3), in place.
+    """One SGDP step, in place (see :class:`adamp_torch.SGDP` for the algorithm).
 
     Args:
         params: parameters; axis 0 is the output channel.
-        grads: their gradients (dense, same shapes).
+        grads: their gradients (dense; same shape, dtype and device).
         momentum_buffers: momentum buffers (zeros before the first step; updated).
-        lr: learning rate, a float or a 0-dim tensor.
+        lr: learning rate, a float or a one-element tensor.
         momentum: momentum factor.
         dampening: dampening of the gradient in the buffer.
         weight_decay: decoupled weight decay, scaled by ``wd_ratio / (1 - momentum)`` on
@@ -407,96 +737,41 @@ def sgdp(
         foreach: as in :func:`adamp`.
         workspace: as in :func:`adamp`.
     """
-    _check_lists("sgdp", params, grads, momentum_buffers)
-    if variant not in ("authors", "paper"):
-        raise ValueError(f"variant must be 'authors' or 'paper', got {variant!r}")
-    for index in _batches(params, foreach):
+    live = _check_inputs("sgdp", params, grads, {"momentum_buffers": momentum_buffers})
+    validate_variant(variant)
+    lr = _scalar_lr(lr)
+    for index in _batches(params, live):
+        if foreach is False:
+            _single_tensor_sgdp(
+                _pick(params, index),
+                _pick(grads, index),
+                _pick(momentum_buffers, index),
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                eps=eps,
+                delta=delta,
+                wd_ratio=wd_ratio,
+                variant=variant,
+                maximize=maximize,
+            )
+            continue
         batch = _Batch(index, params, workspace, delta)
-        p = batch.bind(params, write=True)
-        g = batch.bind(grads, write=False)
-        buf = batch.bind(momentum_buffers, write=True)
-        _sgdp_batch(
-            batch, p, g, buf,
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, eps=eps, wd_ratio=wd_ratio, variant=variant, maximize=maximize,
-        )  # fmt: skip
+        rule = _SGDPRule(
+            batch,
+            batch.bind(grads, write=False),
+            batch.bind(momentum_buffers, write=True),
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            eps=eps,
+            wd_ratio=wd_ratio,
+            variant=variant,
+            maximize=maximize,
+        )
+        _batched_path(batch.device)(rule)
         batch.finish()
-
-
-def _sgdp_batch(
-    batch: _Batch,
-    p: list[Tensor],
-    g: list[Tensor],
-    buf: list[Tensor],
-    *,
-    lr: Scalar,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    eps: float,
-    wd_ratio: float,
-    variant: str,
-    maximize: bool,
-) -> None:
-    """The SGDP step of one batch in kernel layout."""
-    decay = lr * (weight_decay / (1 - momentum))
-    alpha: Scalar = -lr if not isinstance(lr, Tensor) else lr.neg()
-    project_direction = variant == "authors" and not nesterov
-    scratch = batch.product_scratch()
-
-    def direction(where: Sequence[int]) -> list[Tensor]:
-        """Update the momentum buffers of tensors ``where``; the direction of every
-        tensor (entries outside ``where`` are stale)."""
-        signed, buffers = _signed(_pick(g, where), maximize), _pick(buf, where)
-        _momentum_update(buffers, signed, momentum, dampening)
-        if not nesterov:
-            return buf
-        z = list(buf)
-        for i, zi in zip(where, torch._foreach_add(signed, buffers, alpha=momentum)):
-            z[i] = zi
-        return z
-
-    if not _host_decisions(batch.device):
-        project_and_apply(
-            p, g, direction(range(len(p))), batch.plan,
-            alpha=alpha, decay=decay, wd_ratio=wd_ratio, eps=eps,
-            project_direction=project_direction, scratch=scratch,
-        )  # fmt: skip
-        return
-    decision = decide(p, g, batch.plan, eps=eps, scratch=scratch)
-    moved, kept = _split(decision)
-    # With momentum, torch's fused SGD kernel finishes what is not projected; without
-    # it that kernel leaves the buffer alone, which must hold the gradient.
-    fused = momentum != 0.0
-    if fused and kept:
-        # Unprojected tensors: SGDP is SGD with decoupled weight decay there; one fused
-        # pass does the momentum, Nesterov and the update.
-        kept_p = _pick(p, kept)
-        decay_in_place(kept_p, decay)
-        torch._fused_sgd_(
-            kept_p, _pick(g, kept), _pick(buf, kept), weight_decay=0.0, momentum=momentum,
-            lr=lr, dampening=dampening, nesterov=nesterov, maximize=maximize,
-            is_first_step=False,
-        )  # fmt: skip
-    todo = moved if fused else list(range(len(p)))
-    if not todo:
-        return
-    z = direction(todo)
-    coef = shift_coefficients(z, batch.plan, decision, eps=eps, tensors=moved, scratch=scratch)
-    if fused and project_direction:
-        # Projected tensors with the buffer projected in place: what is left is an SGD
-        # step without momentum whose (coupled) weight decay is the decoupled one here,
-        # P * (1 - lr * wd * wd_ratio / (1 - momentum)) - lr * Z, one fused pass.
-        project_in_place(z, batch.plan, decision, coef, tensors=moved)
-        torch._fused_sgd_(
-            _pick(p, moved), _pick(z, moved), [],
-            weight_decay=weight_decay * wd_ratio / (1 - momentum), momentum=0.0, lr=lr,
-            dampening=0.0, nesterov=False, maximize=False, is_first_step=False,
-        )  # fmt: skip
-        return
-    apply_update(
-        p, z, batch.plan, decision, coef,
-        alpha=alpha, decay=decay, wd_ratio=wd_ratio,
-        project_direction=project_direction, tensors=todo,
-    )  # fmt: skip

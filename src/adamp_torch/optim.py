@@ -1,8 +1,7 @@
 """``torch.optim.Optimizer`` classes for AdamP and SGDP over :mod:`adamp_torch.functional`.
 
-Constructor arguments, defaults and state keys are those of the authors' package
-``adamp`` 0.3.0, so ``from adamp import AdamP`` becomes ``from adamp_torch import AdamP``
-and its checkpoints load here. Hyperparameters are checked by :mod:`adamp_core.validation`.
+Arguments, defaults and state keys are those of the authors' package ``adamp`` 0.3.0, so
+its checkpoints load here. Hyperparameters are checked by :mod:`adamp_core.validation`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from adamp_core.validation import validate_adamp_hparams, validate_sgdp_hparams
+from adamp_core.validation import validate_adamp_hparams, validate_flag, validate_sgdp_hparams
 
 from . import functional as F
 from ._projection import Workspace
@@ -40,32 +39,54 @@ class _ProjectedOptimizer(Optimizer):
     _state_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether the state holds a ``step`` count.
     _has_step: ClassVar[bool] = False
+    #: Keyword flags of this optimizer that may be ``None``.
+    _optional_flags: ClassVar[tuple[str, ...]] = ("foreach",)
 
     def __init__(self, params: Params, defaults: dict[str, Any]):
         self._workspaces: dict[int, Workspace] = {}
         super().__init__(params, defaults)
 
-    # -- hyperparameters ----------------------------------------------------------------
+    # -- hyperparameters and parameters -------------------------------------------------------
     def _validate_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group (as torch does), then check its hyperparameters and parameters."""
+        """Add a group as torch does, after checking its hyperparameters and parameters.
+
+        Raises:
+            ValueError: for an invalid hyperparameter, or a complex or non-float
+                parameter (naming it). The optimizer is left as it was.
+        """
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        self._validate_group(group)
-        index = len(self.param_groups) - 1
-        for i, p in enumerate(group["params"]):
-            if p.is_complex():
-                raise ValueError(
-                    f"{type(self).__name__} does not support complex parameters: "
-                    f"{self._param_name(group, index, i)} has dtype {p.dtype} "
-                    "(use torch.view_as_real on it if its real and imaginary parts are "
-                    "independent weights)"
-                )
+        try:
+            group = self.param_groups[-1]
+            self._validate_group(group)
+            validate_flag("maximize", group["maximize"])
+            for flag in self._optional_flags:
+                validate_flag(flag, group[flag], optional=True)
+            for i, p in enumerate(group["params"]):
+                self._check_param(group, len(self.param_groups) - 1, i, p)
+        except Exception:
+            self.param_groups.pop()  # torch appended it: a refused group leaves no trace
+            raise
+
+    def _check_param(self, group: dict[str, Any], group_index: int, i: int, p: Tensor) -> None:
+        if p.is_complex():
+            raise ValueError(
+                f"{type(self).__name__} does not support complex parameters: "
+                f"{self._param_name(group, group_index, i)} has dtype {p.dtype} "
+                "(use torch.view_as_real on it if its real and imaginary parts are "
+                "independent weights)"
+            )
+        if not p.is_floating_point():
+            raise ValueError(
+                f"{type(self).__name__} optimizes floating-point parameters only: "
+                f"{self._param_name(group, group_index, i)} has dtype {p.dtype}"
+            )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._workspaces = {}  # not pickled: scratch memory, rebuilt on demand
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -79,11 +100,13 @@ class _ProjectedOptimizer(Optimizer):
                         )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict (ours, or the authors' ``adamp``); shapes must match.
+        """Load a state dict (ours, or the authors' ``adamp``).
 
         Raises:
-            ValueError: if a state tensor's shape differs from its parameter's, naming
-                both (before anything is changed), or for torch's own mismatches.
+            ValueError: before anything is changed, if a parameter's saved state lacks a
+                key this optimizer needs (another optimizer's state dict) or holds a
+                tensor shaped unlike the parameter, naming both; or for torch's own
+                mismatches.
         """
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         ours = [
@@ -91,8 +114,17 @@ class _ProjectedOptimizer(Optimizer):
             for gi, g in enumerate(self.param_groups)
             for pi, p in enumerate(g["params"])
         ]
+        required = (*self._state_keys, *(("step",) if self._has_step else ()))
         for saved_id, (gi, pi, group, p) in zip(saved_ids, ours):
-            for key, value in state_dict["state"].get(saved_id, {}).items():
+            saved = state_dict["state"].get(saved_id, {})
+            missing = [key for key in required if saved and key not in saved]
+            if missing:
+                raise ValueError(
+                    f"the loaded state of {self._param_name(group, gi, pi)} has no "
+                    f"{missing[0]!r} (found keys {sorted(saved)}): is it the state dict of "
+                    f"another optimizer than {type(self).__name__}?"
+                )
+            for key, value in saved.items():
                 if key != "step" and isinstance(value, Tensor) and value.shape != p.shape:
                     raise ValueError(
                         f"state {key!r} of {self._param_name(group, gi, pi)} has shape "
@@ -107,12 +139,34 @@ class _ProjectedOptimizer(Optimizer):
         where = f"param_groups[{group_index}]['params'][{index}]"
         return f"parameter {names[index]!r} ({where})" if names else f"parameter {where}"
 
-    # -- state ----------------------------------------------------------------------------
-    def _workspace(self, group_index: int) -> Workspace:
-        ws = self._workspaces.get(group_index)
-        if ws is None:
-            ws = self._workspaces[group_index] = Workspace()
-        return ws
+    # -- state ----------------------------------------------------------------------------------
+    def _check_group(self, group: dict[str, Any], group_index: int) -> None:
+        """Refuse a step that a kernel could not take, before any tensor is touched.
+
+        Raises:
+            RuntimeError: for a sparse gradient.
+            ValueError: for a gradient or state tensor that does not match its parameter
+                in shape, dtype or device (e.g. a parameter resized after its state was
+                created).
+        """
+        for i, p in enumerate(group["params"]):
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients: "
+                    f"{self._param_name(group, group_index, i)} has a sparse gradient"
+                )
+            state = self.state.get(p, {})
+            for key, t in (("gradient", p.grad), *((k, state.get(k)) for k in self._state_keys)):
+                if t is not None and (
+                    t.shape != p.shape or t.dtype != p.dtype or t.device != p.device
+                ):
+                    raise ValueError(
+                        f"the {key} of {self._param_name(group, group_index, i)} is "
+                        f"{t.dtype} of shape {tuple(t.shape)} on {t.device}, but the "
+                        f"parameter is {p.dtype} of shape {tuple(p.shape)} on {p.device}"
+                    )
 
     def _init_group(
         self,
@@ -125,18 +179,14 @@ class _ProjectedOptimizer(Optimizer):
         """Collect the group's parameters that have gradients, creating state lazily.
 
         Fills ``params``, ``grads``, ``steps`` and one list per state key in place (flat
-        lists: the calling convention torch.compile's optimizer support expects, which
-        runs this method eagerly) and returns whether any parameter was collected.
+        lists: the convention torch.compile's optimizer support expects; it runs this
+        method eagerly) and returns whether any parameter was collected. Nothing is
+        created before the whole group has passed :meth:`_check_group`.
         """
-        group_index = next(i for i, g in enumerate(self.param_groups) if g is group)
-        for i, p in enumerate(group["params"]):
+        self._check_group(group, next(i for i, g in enumerate(self.param_groups) if g is group))
+        for p in group["params"]:
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients: "
-                    f"{self._param_name(group, group_index, i)} has a sparse gradient"
-                )
             state = self.state[p]
             if len(state) == 0:
                 if self._has_step:
@@ -177,19 +227,45 @@ class _ProjectedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group_index, group in enumerate(self.param_groups):
+        collected = []
+        for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
             states: list[list[Tensor]] = [[] for _ in self._state_keys]
             steps: list[Tensor] = []
-            if self._init_group(group, params, grads, steps, *states):
-                self._update(group, params, grads, states, steps, self._workspace(group_index))
+            collected.append((params, grads, states, steps))
+            self._init_group(group, params, grads, steps, *states)
+        # Every group is checked before any is updated: a refused step changes no weight.
+        for group_index, (group, (params, grads, states, steps)) in enumerate(
+            zip(self.param_groups, collected)
+        ):
+            if params:
+                workspace = self._workspaces.setdefault(group_index, Workspace())
+                self._update(group, params, grads, states, steps, workspace)
         return loss
 
 
 class AdamP(_ProjectedOptimizer):
-    """AdamP (Heo et al., ICLR 2021): Adam whose update on scale-invariant weights is
+    r"""AdamP (Heo et al., ICLR 2021): Adam whose update on scale-invariant weights is
     projected onto the tangent space of the weights, with reduced weight decay there.
+
+    For each parameter :math:`p` with gradient :math:`g` (negated when ``maximize``):
+
+    .. math::
+        t &\leftarrow t + 1,\quad m \leftarrow \beta_1 m + (1-\beta_1) g,\quad
+        v \leftarrow \beta_2 v + (1-\beta_2) g^2 \\
+        u &= \frac{m \text{ (or } \beta_1 m + (1-\beta_1) g \text{ with Nesterov)}}
+              {\sqrt{v} / \sqrt{1-\beta_2^t} + \epsilon} \\
+        (u, r) &= \operatorname{projection}(p, g, u) \\
+        p &\leftarrow p\,(1 - \gamma \lambda r) - \frac{\gamma}{1-\beta_1^t}\, u
+
+    ``projection`` (tensors with two or more dimensions only): rows are the output
+    channels (axis 0); if every row has :math:`|\cos(g_r, p_r)| < \delta/\sqrt{n}` (row
+    length :math:`n`), each row of :math:`u` loses its component along :math:`p_r`,
+    :math:`u_r \leftarrow u_r - \hat p_r \langle \hat p_r, u_r\rangle` with
+    :math:`\hat p_r = p_r / (\|p_r\| + \epsilon)`, and :math:`r` = ``wd_ratio``; failing
+    that, the same test and projection on the whole tensor as one row; else :math:`u` is
+    unchanged and :math:`r = 1`. See ``docs/algorithm.md``.
 
     Same arguments, defaults, numbers and state keys (``step``, ``exp_avg``,
     ``exp_avg_sq``) as ``adamp.AdamP`` 0.3.0; off CPU, ``step()`` never synchronises with
@@ -198,14 +274,13 @@ class AdamP(_ProjectedOptimizer):
     Args:
         params: parameters or parameter groups (dicts may override any hyperparameter
             below, including ``delta``, ``wd_ratio`` and ``nesterov``), or named parameters.
-        lr: learning rate (default 1e-3); a float or a 0-dim tensor (use a tensor under
-            ``torch.compile`` so that schedules do not recompile).
+        lr: learning rate :math:`\gamma` (default 1e-3); a float or a one-element tensor
+            (use a tensor under ``torch.compile`` so that schedules do not recompile).
         betas: coefficients of the running averages of the gradient and its square
             (default (0.9, 0.999)).
         eps: added to the denominator; also the projection's eps (default 1e-8).
-        weight_decay: decoupled weight decay (default 0).
-        delta: threshold of the scale-invariance test, ``|cos| < delta / sqrt(n)``
-            (default 0.1).
+        weight_decay: decoupled weight decay :math:`\lambda` (default 0).
+        delta: threshold of the scale-invariance test (default 0.1).
         wd_ratio: weight decay multiplier on projected tensors (default 0.1).
         nesterov: Nesterov momentum (default False).
         maximize: maximize the objective instead of minimizing (default False).
@@ -218,6 +293,7 @@ class AdamP(_ProjectedOptimizer):
 
     _state_keys = ("exp_avg", "exp_avg_sq")
     _has_step = True
+    _optional_flags = ("foreach", "fused")
 
     def __init__(
         self,
@@ -235,20 +311,30 @@ class AdamP(_ProjectedOptimizer):
         fused: bool | None = None,
     ):
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, delta=delta,
-            wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize, foreach=foreach,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
             fused=fused,
-        )  # fmt: skip
+        )
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         validate_adamp_hparams(
-            lr=_check_lr(group["lr"]), betas=group["betas"], eps=group["eps"],
-            weight_decay=group["weight_decay"], delta=group["delta"],
-            wd_ratio=group["wd_ratio"], nesterov=group["nesterov"],
-        )  # fmt: skip
-        if group["fused"] and group["nesterov"]:
-            raise ValueError("fused=True cannot be combined with nesterov=True")
+            lr=_check_lr(group["lr"]),
+            betas=group["betas"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            delta=group["delta"],
+            wd_ratio=group["wd_ratio"],
+            nesterov=group["nesterov"],
+        )
+        F.check_fused(group["fused"], group["nesterov"])
 
     def _update(
         self,
@@ -261,27 +347,51 @@ class AdamP(_ProjectedOptimizer):
     ) -> None:
         beta1, beta2 = group["betas"]
         F.adamp(
-            params, grads, states[0], states[1], steps,
-            lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-            weight_decay=group["weight_decay"], delta=group["delta"],
-            wd_ratio=group["wd_ratio"], nesterov=group["nesterov"],
-            maximize=group["maximize"], foreach=group["foreach"], fused=group["fused"],
+            params,
+            grads,
+            states[0],
+            states[1],
+            steps,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            delta=group["delta"],
+            wd_ratio=group["wd_ratio"],
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
+            foreach=group["foreach"],
+            fused=group["fused"],
             workspace=workspace,
-        )  # fmt: skip
+        )
 
 
 class SGDP(_ProjectedOptimizer):
-    """SGDP (Heo et al., ICLR 2021): SGD with momentum, projected on scale-invariant weights.
+    r"""SGDP (Heo et al., ICLR 2021): SGD with momentum, projected on scale-invariant weights.
+
+    For each parameter :math:`p` with gradient :math:`g` (negated when ``maximize``) and
+    momentum buffer :math:`b` (zeros at first):
+
+    .. math::
+        b &\leftarrow \mu b + (1 - \tau) g \\
+        d &= g + \mu b \text{ with Nesterov, else } b \\
+        (d, r) &= \operatorname{projection}(p, g, d) \\
+        b &\leftarrow d \quad\text{(``variant="authors"`` without Nesterov)} \\
+        p &\leftarrow p\,\Big(1 - \frac{\gamma \lambda r}{1 - \mu}\Big) - \gamma d
+
+    with ``projection`` as in :class:`AdamP` (``docs/algorithm.md``).
 
     Same arguments, defaults, numbers and state key (``momentum``) as ``adamp.SGDP``
     0.3.0 with ``variant="authors"``; off CPU, ``step()`` never synchronises with the host.
 
     Args:
         params: parameters or parameter groups (dicts may override any hyperparameter).
-        lr: learning rate (required); a float or a 0-dim tensor.
-        momentum: momentum factor (default 0).
-        dampening: dampening of the gradient in the momentum buffer (default 0).
-        weight_decay: decoupled weight decay, divided by ``1 - momentum`` (default 0).
+        lr: learning rate :math:`\gamma` (required); a float or a one-element tensor.
+        momentum: momentum factor :math:`\mu` (default 0).
+        dampening: dampening :math:`\tau` of the gradient in the buffer (default 0).
+        weight_decay: decoupled weight decay :math:`\lambda`, divided by ``1 - momentum``
+            (default 0).
         nesterov: Nesterov momentum (default False).
         eps: the projection's eps (default 1e-8).
         delta: threshold of the scale-invariance test (default 0.1).
@@ -313,19 +423,32 @@ class SGDP(_ProjectedOptimizer):
         foreach: bool | None = None,
     ):
         defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio, variant=variant,
-            maximize=maximize, foreach=foreach,
-        )  # fmt: skip
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            eps=eps,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            variant=variant,
+            maximize=maximize,
+            foreach=foreach,
+        )
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         validate_sgdp_hparams(
-            lr=_check_lr(group["lr"]), momentum=group["momentum"],
-            dampening=group["dampening"], weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"], eps=group["eps"], delta=group["delta"],
-            wd_ratio=group["wd_ratio"], variant=group["variant"],
-        )  # fmt: skip
+            lr=_check_lr(group["lr"]),
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            weight_decay=group["weight_decay"],
+            nesterov=group["nesterov"],
+            eps=group["eps"],
+            delta=group["delta"],
+            wd_ratio=group["wd_ratio"],
+            variant=group["variant"],
+        )
 
     def _update(
         self,
@@ -337,10 +460,19 @@ class SGDP(_ProjectedOptimizer):
         workspace: Workspace,
     ) -> None:
         F.sgdp(
-            params, grads, states[0],
-            lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
-            weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-            eps=group["eps"], delta=group["delta"], wd_ratio=group["wd_ratio"],
-            variant=group["variant"], maximize=group["maximize"],
-            foreach=group["foreach"], workspace=workspace,
-        )  # fmt: skip
+            params,
+            grads,
+            states[0],
+            lr=group["lr"],
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            weight_decay=group["weight_decay"],
+            nesterov=group["nesterov"],
+            eps=group["eps"],
+            delta=group["delta"],
+            wd_ratio=group["wd_ratio"],
+            variant=group["variant"],
+            maximize=group["maximize"],
+            foreach=group["foreach"],
+            workspace=workspace,
+        )

@@ -1,4 +1,4 @@
-"""Shared helpers of the PyTorch adapter's tests (imported as a plain module)."""
+"""Shared helpers of the PyTorch adapter's tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import adamp_core
 from adamp_core.testing import CASES, Case, case_gradient, initial_params
 
 Factory = Callable[[str, list[np.ndarray], dict[str, Any]], Any]
@@ -58,3 +59,20 @@ def set_suite_grads(
     for c, p in zip(cases, params):
         g = case_gradient(c, p.detach().cpu().double().numpy(), step)
         p.grad = torch.tensor(g, dtype=p.dtype, device=p.device)
+
+
+def reference_run(
+    name: str, cases: list, hparams: dict[str, Any], steps: int, lrs: list[float] | None = None
+) -> list[np.ndarray]:
+    """The NumPy reference's weights after ``steps`` steps on the suite's ``cases``."""
+    params = [p.copy() for p in initial_params(cases)]
+    opt = getattr(adamp_core, name)(params, **hparams)
+    for step in range(steps):
+        if lrs is not None:
+            opt.hparams["lr"] = lrs[step]
+        opt.step([case_gradient(c, p, step) for c, p in zip(cases, opt.params)])
+    return opt.params
+
+
+def max_diff(ours: list[torch.Tensor], ref: list[np.ndarray]) -> float:
+    return max(float(np.max(np.abs(p.detach().cpu().numpy() - r))) for p, r in zip(ours, ref))

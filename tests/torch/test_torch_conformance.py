@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import adamp_torch.functional
 from adamp_core.testing import (
@@ -43,9 +42,9 @@ def _assert_passed(results: list) -> None:
 def decisions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with decisions read on the host (CPU default) or kept on the device."""
     if request.param == "device-decisions":
-        monkeypatch.setattr(adamp_torch.functional, "_host_decisions", lambda device: False)
+        monkeypatch.setattr(adamp_torch.functional, "HOST_DECISIONS", False)
     else:
-        assert adamp_torch.functional._host_decisions(torch.device("cpu"))
+        assert adamp_torch.functional.HOST_DECISIONS
     return str(request.param)
 
 

@@ -1,7 +1,16 @@
-"""Bad input: sparse gradients, complex parameters, invalid hyperparameters."""
+"""Bad input: the error-input table, sparse gradients, complex and integer parameters,
+invalid hyperparameters, copies, zero-size parameters."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -124,3 +133,254 @@ def test_functional_checks_list_lengths() -> None:
             p, [torch.zeros(2)], [torch.zeros(2)], lr=0.1, momentum=0.9, dampening=0,
             weight_decay=0, nesterov=False, eps=1e-8, delta=0.1, wd_ratio=0.1, variant="x",
         )  # fmt: skip
+
+
+# -- the error-input table: each refused call leaves the optimizer exactly as it was ----------
+
+
+@dataclass(frozen=True)
+class ErrorInput:
+    """A call the optimizer must refuse: ``build`` returns the optimizer and the call."""
+
+    id: str
+    build: Callable[[], tuple[torch.optim.Optimizer, Callable[[], object]]]
+    error: type[BaseException]
+    match: str
+
+
+def _named(cls: type, shape: tuple[int, ...] = (4, 3), **hparams: Any) -> Any:
+    w = torch.nn.Parameter(torch.randn(shape, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.randn(shape[0], dtype=torch.float64))
+    opt = cls([("w", w), ("b", b)], **{"lr": 0.1, **hparams})
+    for p in (w, b):
+        p.grad = torch.randn_like(p)
+    opt.step()  # state exists: a refused call must not touch it
+    for p in (w, b):
+        p.grad = torch.randn_like(p)
+    return opt, w, b
+
+
+def _resized(cls: type, **hparams: Any) -> tuple[Any, Callable[[], object]]:
+    opt, w, _ = _named(cls, **hparams)
+    w.data = torch.randn(8, 5, dtype=torch.float64)
+    w.grad = torch.randn(8, 5, dtype=torch.float64)
+    return opt, opt.step
+
+
+def _bf16_grad(cls: type) -> Any:
+    opt, w, _ = _named(cls)
+    w.grad_dtype = None  # what mixed-precision setups do to store a bf16 gradient
+    w.grad = w.grad.bfloat16()
+    return opt, opt.step
+
+
+def _group(cls: type, extra: torch.Tensor | None = None, **override: Any) -> Any:
+    opt, _, _ = _named(cls)
+    if extra is None:
+        extra = torch.nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    return opt, lambda: opt.add_param_group({"params": [("extra", extra)], **override})
+
+
+def _load(cls: type, state: Callable[[Any], dict[str, Any]]) -> Any:
+    opt, _, _ = _named(cls)
+    return opt, lambda: opt.load_state_dict(state(opt))
+
+
+def _torch_sgd_state(opt: Any) -> dict[str, Any]:
+    params = [p.detach().clone().requires_grad_() for g in opt.param_groups for p in g["params"]]
+    sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    sgd.step()
+    return sgd.state_dict()
+
+
+def _without(key: str) -> Callable[[Any], dict[str, Any]]:
+    def state(opt: Any) -> dict[str, Any]:
+        sd = copy.deepcopy(opt.state_dict())
+        del sd["state"][0][key]
+        return sd
+
+    return state
+
+
+def _functional_state_mismatch() -> Any:
+    opt, w, _ = _named(AdamP)
+    m = torch.zeros(5, 3, dtype=torch.float64)
+
+    def call() -> None:
+        functional.adamp(
+            [w.data],
+            [w.grad],
+            [m],
+            [torch.zeros_like(w)],
+            [torch.zeros(())],
+            lr=0.1,
+            beta1=0.9,
+            beta2=0.99,
+            eps=1e-8,
+            weight_decay=0,
+            delta=0.1,
+            wd_ratio=0.1,
+            nesterov=False,
+        )
+
+    return opt, call
+
+
+ERROR_INPUTS = [
+    *(
+        ErrorInput(f"{c.__name__}-resized-parameter", partial(_resized, c, **h), ValueError, m)
+        for c, h, m in [
+            (AdamP, {}, r"exp_avg of parameter 'w'.*shape \(4, 3\).*shape \(8, 5\)"),
+            (SGDP, {"momentum": 0.9}, r"momentum of parameter 'w'.*shape \(4, 3\)"),
+        ]
+    ),
+    *(
+        ErrorInput(
+            f"{c.__name__}-bf16-grad-of-fp64-param",
+            partial(_bf16_grad, c),
+            ValueError,
+            r"gradient of parameter 'w'.*bfloat16.*float64",
+        )
+        for c in (AdamP, SGDP)
+    ),
+    *(
+        ErrorInput(f"{c.__name__}-group-{k}", partial(_group, c, **{k: v}), ValueError, m)
+        for c in (AdamP, SGDP)
+        for k, v, m in [
+            ("wd_ratio", 2.0, "wd_ratio"),
+            ("maximize", "no", "maximize must be a bool"),
+            ("foreach", "yes", "foreach must be a bool or None"),
+            ("lr", torch.tensor([0.1, 0.2]), "lr must be a float or a one-element"),
+        ]
+    ),
+    ErrorInput("AdamP-group-fused", partial(_group, AdamP, fused=1), ValueError, "fused must be"),
+    *(
+        ErrorInput(
+            f"{c.__name__}-group-int64-param",
+            partial(_group, c, torch.zeros(3, dtype=torch.int64)),
+            ValueError,
+            r"floating-point parameters only: parameter 'extra'.*int64",
+        )
+        for c in (AdamP, SGDP)
+    ),
+    ErrorInput(
+        "SGDP-loads-torch-SGD-state",
+        partial(_load, SGDP, _torch_sgd_state),
+        ValueError,
+        r"parameter 'w'.*no 'momentum'.*momentum_buffer.*another optimizer",
+    ),
+    ErrorInput(
+        "AdamP-loads-state-without-exp_avg_sq",
+        partial(_load, AdamP, _without("exp_avg_sq")),
+        ValueError,
+        r"parameter 'w'.*no 'exp_avg_sq'",
+    ),
+    ErrorInput(
+        "functional-state-of-another-shape",
+        _functional_state_mismatch,
+        ValueError,
+        r"exp_avgs\[0\] is torch.float64 of shape \(5, 3\).*params\[0\]",
+    ),
+]
+
+
+def _snapshot(opt: torch.optim.Optimizer) -> tuple[Any, ...]:
+    params = [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    return params, copy.deepcopy(opt.state_dict()), repr(groups), len(opt.param_groups)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+@pytest.mark.parametrize("case", ERROR_INPUTS, ids=lambda c: c.id)
+def test_error_inputs_are_refused_and_change_nothing(case: ErrorInput) -> None:
+    opt, call = case.build()
+    before = _snapshot(opt)
+    with pytest.raises(case.error, match=case.match):
+        call()
+    assert _same(before, _snapshot(opt))
+
+
+def test_integer_parameters_are_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"floating-point parameters only.*torch.int64"):
+        AdamP([torch.zeros(3, dtype=torch.int64)])
+    with pytest.raises(ValueError, match=r"floating-point parameters only.*torch.bool"):
+        SGDP([torch.zeros(3, dtype=torch.bool)], lr=0.1)
+
+
+@pytest.mark.parametrize("name", ["AdamP", "SGDP"])
+def test_a_resized_parameter_raises_in_a_subprocess_instead_of_corrupting_memory(
+    name: str,
+) -> None:
+    """Before the checks, the fused kernels wrote through state of the old size: the
+    process died of heap corruption (exit 134). Now it is a Python exception."""
+    code = textwrap.dedent(
+        f"""
+        import torch
+        from adamp_torch import {name}
+        w = torch.nn.Parameter(torch.randn(64, 32))
+        opt = {name}([w], lr=0.1, momentum=0.9) if "{name}" == "SGDP" else {name}([w])
+        w.grad = torch.randn_like(w); opt.step()
+        w.data = torch.randn(512, 256); w.grad = torch.randn(512, 256)
+        try:
+            opt.step()
+        except ValueError as exc:
+            print("refused:", exc)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "shape (64, 32)" in done.stdout
+
+
+@pytest.mark.parametrize("cls", [AdamP, SGDP])
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_copied_optimizer_steps_like_the_original(cls: type, how: str) -> None:
+    opt, w, b = _named(cls, momentum=0.9) if cls is SGDP else _named(cls)
+    twin = pickle.loads(pickle.dumps(opt)) if how == "pickle" else copy.deepcopy(opt)
+    twin_params = [p for g in twin.param_groups for p in g["params"]]
+    for p, q in zip((w, b), twin_params):
+        q.grad = p.grad.clone()
+    opt.step()
+    twin.step()
+    for p, q in zip((w, b), twin_params):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("foreach", [None, False])
+def test_a_one_element_lr_tensor_steps_like_the_float(foreach: bool | None) -> None:
+    runs = []
+    for lr in (0.1, torch.tensor([0.1], dtype=torch.float64)):
+        w = torch.nn.Parameter(torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(4, 3))
+        opt = SGDP([w], lr=lr, momentum=0.9, weight_decay=0.1, foreach=foreach)
+        for step in range(3):
+            w.grad = torch.cos(w.detach() * (step + 1))
+            opt.step()
+        runs.append(w.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("cls", [AdamP, SGDP])
+@pytest.mark.parametrize("shape", [(3, 0), (0, 3), (0,)])
+def test_zero_size_parameters_are_a_no_op(cls: type, shape: tuple[int, ...]) -> None:
+    empty = torch.nn.Parameter(torch.zeros(shape))
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    opt = cls([empty, w], lr=0.1)
+    ref = torch.nn.Parameter(torch.ones(4, 3))
+    ref_opt = cls([ref], lr=0.1)
+    for p in (empty, w, ref):
+        p.grad = torch.full_like(p, 0.5)
+    opt.step()
+    ref_opt.step()
+    assert empty.shape == shape
+    assert torch.equal(w, ref)
