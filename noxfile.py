@@ -10,7 +10,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "tests", "numpy_only"]
+nox.options.sessions = ["lint", "tests", "numpy_only", "triton"]
 
 PYTHON = None  # the interpreter nox runs under
 CONSTRAINTS = ("-c", "constraints.txt")
@@ -18,8 +18,10 @@ TEST_DEPS = ("pytest", "hypothesis", "adamp==0.3.0")
 TORCH = ("torch",)
 KERAS_TF = ("keras", "tensorflow-cpu")
 JAX = ("jax",)
+JAX_ADAPTER = ("optax", "flax", "equinox")  # adamp_jax, its Flax demo, the Equinox helper
 DEMO = ("scikit-learn", "matplotlib")
 BENCH_DEPS = ("pytorch_optimizer",)
+TRITON = ("triton",)  # the PyPI wheel; it installs next to the CPU build of torch
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -46,9 +48,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole suite: core, torch, CLI, and the Keras tests on every Keras backend."""
-    _install(session, *TORCH, *KERAS_TF, *JAX, *DEMO)
-    _pytest(session, "tests", "--ignore=tests/keras")
+    """The whole suite: core, torch, CLI, optax, and the Keras tests on every Keras backend."""
+    _install(session, *TORCH, *KERAS_TF, *JAX, *JAX_ADAPTER, *DEMO)
+    _pytest(session, "tests", "--ignore=tests/keras", "--ignore=tests/jax")
+    _pytest(session, "tests/jax")  # own process: JAX's CPU device count is fixed at start
     for backend in KERAS_BACKENDS:
         _keras(session, backend)
 
@@ -85,6 +88,13 @@ def cli(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def jax(session: nox.Session) -> None:
+    """optax adapter tests (adamp_jax: transformations, Flax/Equinox helpers, demo)."""
+    _install(session, *JAX, *JAX_ADAPTER, *DEMO)
+    _pytest(session, "tests/jax")
+
+
+@nox.session(python=PYTHON)
 @nox.parametrize("backend", KERAS_BACKENDS)
 def keras(session: nox.Session, backend: str) -> None:
     """Keras adapter tests on one Keras backend."""
@@ -103,3 +113,29 @@ def bench(session: nox.Session) -> None:
     # timm's optimizer modules, which need torch alone.
     session.install(*CONSTRAINTS, "--no-deps", "timm")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def triton(session: nox.Session) -> None:
+    """The fused Triton kernels on CPU through triton's interpreter (``TRITON_INTERPRET=1``):
+    tests/triton_kernels, then ``check --backend torch-triton`` (every configuration, 20 steps).
+
+    No TensorFlow here: it must never share a process with torch + triton.
+    """
+    _install(session, *TORCH, *TRITON)
+    env = {"TRITON_INTERPRET": "1"}
+    _pytest(session, "tests/triton_kernels", env=env)
+    session.run("python", "-m", "adamp_core", "check", "--backend", "torch-triton", env=env)
+
+
+@nox.session(python=PYTHON)
+def gpu(session: nox.Session) -> None:
+    """On a CUDA machine: the Triton kernels' GPU checks and benchmark (benchmarks/gpu.py);
+    writes benchmarks/results/gpu-<device>.{md,json}. Without CUDA it prints "no CUDA
+    device" and succeeds (``-- --require-cuda`` makes that exit 2).
+
+    The pinned torch resolves to PyPI's CUDA build on a GPU machine with the default index
+    (on CI machines configured for CPU wheels, set PIP_INDEX_URL to a CUDA wheel index).
+    """
+    _install(session, *TORCH, *TRITON)
+    session.run("python", "-m", "benchmarks.gpu", *session.posargs)

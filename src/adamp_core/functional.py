@@ -30,11 +30,12 @@ __all__ = [
     "projection",
     "adamp_step",
     "sgdp_step",
+    "compute_dtype",
 ]
 
 #: Which projection a tensor received in one step: ``"channel"`` (each output channel
 #: projected on its own), ``"layer"`` (the whole tensor as one vector) or ``"none"``
-#: (not scale-invariant, or a tensor with fewer than two dimensions).
+#: (not scale-invariant, a tensor with fewer than two dimensions, or an empty one).
 Branch = Literal["channel", "layer", "none"]
 BRANCHES: tuple[Branch, ...] = ("channel", "layer", "none")
 
@@ -118,9 +119,10 @@ def projection(
     The channel view is tried first, then the layer view. A view passes when the largest
     absolute cosine between a gradient row and its weight row is below
     ``delta / sqrt(row length)``; the decision is per tensor, the projection per row.
-    Tensors with fewer than two dimensions are never projected.
+    Tensors with fewer than two dimensions, and empty tensors (a size-0 axis: no row to
+    test, and the threshold would divide by a zero row length), are never projected.
     """
-    if param.ndim < 2:
+    if param.ndim < 2 or param.size == 0:
         return Projection(update, 1.0, "none")
     for (branch, p_rows), (_, g_rows), (_, u_rows) in zip(
         _views(param), _views(grad), _views(update)
@@ -201,3 +203,9 @@ def sgdp_step(
         new_param = new_param * (1 - lr * weight_decay * proj.ratio / (1 - momentum))
     new_param = new_param - lr * proj.update
     return StepResult(new_param, SGDPState(buf), proj.branch)
+
+
+def compute_dtype(dtype: str) -> str:
+    """The dtype an update is computed in, by name: float32 for 16-bit floats (whose state
+    stays in their own dtype), else the parameter's own. Every adapter follows this rule."""
+    return "float32" if dtype in ("float16", "bfloat16") else dtype

@@ -39,6 +39,8 @@ from .optim import SGDP, AdamP
 __all__ = [
     "FLOAT64_ABS_TOL",
     "FLOAT32_REL_TOL",
+    "DTYPES",
+    "OPTIMIZERS",
     "Case",
     "CASES",
     "CONFIGS",
@@ -57,6 +59,10 @@ __all__ = [
 
 FLOAT64_ABS_TOL = 1e-12
 FLOAT32_REL_TOL = 1e-4
+
+#: The dtypes and optimizers the suite knows.
+DTYPES: tuple[str, ...] = ("float32", "float64")
+OPTIMIZERS: tuple[str, ...] = ("AdamP", "SGDP")
 
 GradKind = Literal["orthogonal", "layer", "aligned", "zero"]
 OptimizerName = Literal["AdamP", "SGDP"]
@@ -143,6 +149,25 @@ class Backend:
     #: Run only when named explicitly (``check --backend NAME``): for paths whose check
     #: takes minutes (a compiler warming up), so the default check stays quick.
     opt_in: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse a backend that could not be checked, or would compare nothing."""
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Backend name must be a non-empty str, got {self.name!r}")
+        if not callable(self.factory):
+            raise ValueError(
+                f"Backend {self.name!r}: factory must be callable, got {self.factory!r}"
+            )
+        if isinstance(self.dtypes, str) or not self.dtypes:
+            raise ValueError(
+                f"Backend {self.name!r}: dtypes must be a non-empty tuple of {DTYPES}, "
+                f"got {self.dtypes!r} (a backend with no dtype would compare nothing)"
+            )
+        unknown = [d for d in self.dtypes if d not in DTYPES]
+        if unknown:
+            raise ValueError(
+                f"Backend {self.name!r}: dtypes must be among {DTYPES}, got {unknown[0]!r}"
+            )
 
 
 def _seed(*parts: object) -> int:
@@ -350,8 +375,16 @@ def run_conformance(
 
     An exception raised by the implementation fails every case of that run and is
     recorded in :attr:`CaseResult.error`; it is not re-raised.
+
+    Raises:
+        ValueError: arguments that would compare nothing (``steps < 1``, no case, no
+            optimizer, no dtype, an optimizer without configurations) or that the suite
+            does not know (an optimizer other than AdamP/SGDP, a dtype other than
+            float32/float64). Every successful call returns at least one result.
     """
     configs = CONFIGS if configs is None else configs
+    optimizers, dtypes, cases = list(optimizers), list(dtypes), list(cases)
+    _check_arguments(optimizers, dtypes, configs, cases, steps)
     results: list[CaseResult] = []
     for optimizer in optimizers:
         for dtype in dtypes:
@@ -370,6 +403,29 @@ def run_conformance(
                     )
                 )
     return results
+
+
+def _check_arguments(
+    optimizers: list[str],
+    dtypes: list[str],
+    configs: Mapping[str, Mapping[str, dict[str, Any]]],
+    cases: list[Case],
+    steps: object,
+) -> None:
+    """The checks of :func:`run_conformance`: it must compare something it knows."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not cases:
+        raise ValueError("cases is empty: nothing would be compared")
+    for name, values, known in (("optimizers", optimizers, OPTIMIZERS), ("dtypes", dtypes, DTYPES)):
+        if not values:
+            raise ValueError(f"{name} is empty: nothing would be compared")
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise ValueError(f"{name} must be among {known}, got {unknown[0]!r}")
+    for optimizer in optimizers:
+        if not configs.get(optimizer):
+            raise ValueError(f"configs has no configuration for {optimizer}")
 
 
 @dataclass

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numbers
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 
-from .axes import Axes, ChannelAxesOverride, resolve_channel_axes
+from .axes import Axes, ChannelAxesOverride, check_axes_spec, resolve_channel_axes, variable_path
 
 __all__ = ["ProjectedOptimizer"]
 
@@ -44,6 +45,9 @@ class ProjectedOptimizer(keras.optimizers.Optimizer):
         exclude_from_weight_decay: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        # checked before the base class creates any variable
+        channel_axes = _checked_channel_axes(channel_axes)
+        excluded = _checked_names(exclude_from_weight_decay)
         learning_rate = _as_float_lr(learning_rate)
         constant = isinstance(learning_rate, float) and _has_float64()
         # A constant learning rate gets a float64 variable (below) instead of Keras'
@@ -55,17 +59,10 @@ class ProjectedOptimizer(keras.optimizers.Optimizer):
         )
         if constant:
             self._set_float64_learning_rate(learning_rate)
-        if channel_axes is not None and not callable(channel_axes):
-            if not isinstance(channel_axes, Mapping):
-                raise ValueError(
-                    "channel_axes must be None, a mapping {regex: axes} or a callable, "
-                    f"got {channel_axes!r}"
-                )
-            channel_axes = {str(k): _axes_to_config(v) for k, v in channel_axes.items()}
         self.channel_axes = channel_axes
         self._excluded_names: list[str] = []
-        if exclude_from_weight_decay:
-            self.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
+        if excluded:
+            self.exclude_from_weight_decay(var_names=excluded)
         self._axes_of: list[Axes] = []
         self._decay_of: list[float] = []
 
@@ -90,17 +87,58 @@ class ProjectedOptimizer(keras.optimizers.Optimizer):
 
     # -- per-variable decisions -------------------------------------------------------
     def build(self, variables: list[Any]) -> None:
-        """Create state and fix each variable's channel axes and decay coefficient."""
+        """Create state and fix each variable's channel axes and decay coefficient.
+
+        Raises:
+            ValueError: a variable that is not floating-point (its update would be
+                truncated), or ``channel_axes`` giving invalid axes for a variable.
+                Raised before any state is created.
+        """
         if self.built:
             return
+        variables = list(variables)
+        for v in variables:
+            dtype = keras.backend.standardize_dtype(v.dtype)
+            if dtype not in _FLOAT_DTYPES:
+                raise ValueError(
+                    f"{type(self).__name__} updates floating-point variables only "
+                    f"({', '.join(_FLOAT_DTYPES)}); variable {variable_path(v)!r} has "
+                    f"dtype {dtype}"
+                )
+        axes_of = [resolve_channel_axes(v, self.channel_axes) for v in variables]
         super().build(variables)
         wd = float(self.weight_decay or 0.0)
-        self._axes_of = [resolve_channel_axes(v, self.channel_axes) for v in variables]
+        self._axes_of = axes_of
         self._decay_of = [wd if self._use_weight_decay(v) else 0.0 for v in variables]
+
+    def apply(self, grads: Any, trainable_variables: Any = None) -> None:
+        """Keras' ``apply``, after checking that each gradient has its variable's shape.
+
+        Shapes are static here (also under ``tf.function`` and ``jax.jit``), so the check
+        reads no tensor value; without it a mismatch would fail deep inside the step, or
+        broadcast silently.
+
+        Raises:
+            ValueError: a gradient count or shape that does not match the variables.
+        """
+        grads = list(grads)
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+        variables = trainable_variables
+        if variables is None and self.built:
+            variables = self._trainable_variables
+        if variables is not None and grads:
+            _check_gradients(type(self).__name__, grads, variables)
+        super().apply(grads, trainable_variables)
 
     def variable_channel_axes(self, variable: Any) -> Axes:
         """The channel axes chosen for ``variable`` in ``build()`` (``()``: not projected)."""
         return self._axes_of[self._get_variable_index(variable)]
+
+    def variable_weight_decay(self, variable: Any) -> float:
+        """The weight decay coefficient chosen for ``variable`` in ``build()`` (``0`` if
+        excluded)."""
+        return self._decay_of[self._get_variable_index(variable)]
 
     def exclude_from_weight_decay(
         self, var_list: Any = None, var_names: Sequence[str] | None = None
@@ -115,7 +153,7 @@ class ProjectedOptimizer(keras.optimizers.Optimizer):
         """Disabled: decay is applied in ``update_step``, scaled by the projection ratio."""
         return None
 
-    # -- torch backend: one fused call instead of a Python loop of small kernels ------
+    # -- torch backend: one batched kernel call instead of a Python loop of small ones ---
     def _backend_update_step(
         self, grads: Any, trainable_variables: Any, learning_rate: Any
     ) -> None:
@@ -126,6 +164,19 @@ class ProjectedOptimizer(keras.optimizers.Optimizer):
                 _torch_path.update(self, list(grads), list(trainable_variables), learning_rate)
                 return
         super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def _torch_update_step(
+        self,
+        variables: list[Any],
+        params: list[Any],
+        grads: list[Any],
+        *,
+        lr: Any,
+        weight_decay: float,
+    ) -> None:
+        """One step of ``adamp_torch.functional`` on torch views of ``variables`` in
+        PyTorch layout (``params``, ``grads``), all with this ``weight_decay``."""
+        raise NotImplementedError
 
     # -- config -----------------------------------------------------------------------
     def _projection_config(self) -> dict[str, Any]:
@@ -158,8 +209,98 @@ def _has_float64() -> bool:
     return bool(getattr(jax.config, "jax_enable_x64", False))
 
 
-def _axes_to_config(spec: Any) -> Any:
-    """A mapping value in JSON form: ``None``, an int or a list of ints."""
-    if spec is None or isinstance(spec, int):
-        return spec
-    return [int(a) for a in spec]
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _checked_channel_axes(channel_axes: Any) -> ChannelAxesOverride:
+    """``channel_axes`` checked as far as possible without the variables: a mapping's keys
+    must compile as regexes and its values be axes specs (stored in JSON form: ``None``,
+    an int or a list of ints); the ranks are checked in ``build()``."""
+    if channel_axes is None or callable(channel_axes):
+        return channel_axes
+    if not isinstance(channel_axes, Mapping):
+        raise ValueError(
+            "channel_axes must be None, a mapping {regex: axes} or a callable, "
+            f"got {channel_axes!r}"
+        )
+    out: dict[str, Any] = {}
+    for pattern, spec in channel_axes.items():
+        if not isinstance(pattern, str):
+            raise ValueError(
+                f"channel_axes keys must be regular expressions (str), got {pattern!r}"
+            )
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"channel_axes key {pattern!r} is not a valid regular expression: {exc}"
+            ) from None
+        try:
+            axes = check_axes_spec(spec)
+        except ValueError as exc:
+            raise ValueError(f"channel_axes[{pattern!r}]: {exc}") from None
+        if axes is None or isinstance(spec, (list, tuple, range)):
+            out[pattern] = None if axes is None else list(axes)
+        else:  # a single integer stays one int in the config
+            out[pattern] = axes[0]
+    return out
+
+
+def _checked_names(names: Any) -> list[str]:
+    """``exclude_from_weight_decay``: ``None`` or a list of regexes. A single string is
+    refused: iterated, each of its characters would become a pattern."""
+    if names is None:
+        return []
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise ValueError(
+            "exclude_from_weight_decay must be a list of variable-name patterns "
+            f"(regexes), e.g. ['bias'], got {names!r}"
+        )
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(
+                f"exclude_from_weight_decay patterns must be str, got {name!r} in {names!r}"
+            )
+        try:
+            re.compile(name)
+        except re.error as exc:
+            raise ValueError(
+                f"exclude_from_weight_decay pattern {name!r} is not a valid regular "
+                f"expression: {exc}"
+            ) from None
+    return list(names)
+
+
+def _static_shape(x: Any) -> tuple[int | None, ...] | None:
+    """``x``'s static shape (``None`` for unknown dimensions), or ``None`` if unknown."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return None
+    try:
+        return tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):  # a TensorShape of unknown rank
+        return None
+
+
+def _check_gradients(owner: str, grads: list[Any], variables: list[Any]) -> None:
+    """One gradient per variable, each of its variable's shape (dimensions unknown at
+    trace time match anything); ``None`` gradients are left to Keras."""
+    if len(grads) != len(variables):
+        raise ValueError(
+            f"{owner}: got {len(grads)} gradients for {len(variables)} variables; pass "
+            "one gradient per variable"
+        )
+    for g, v in zip(grads, variables):
+        if g is None:
+            continue
+        g_shape, v_shape = _static_shape(g), _static_shape(v)
+        if g_shape is None or v_shape is None:
+            continue
+        same = len(g_shape) == len(v_shape) and all(
+            a is None or b is None or a == b for a, b in zip(g_shape, v_shape)
+        )
+        if not same:
+            raise ValueError(
+                f"{owner}: the gradient of variable {variable_path(v)!r} has shape "
+                f"{g_shape}, the variable {v_shape}"
+            )

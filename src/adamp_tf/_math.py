@@ -14,6 +14,8 @@ from typing import Any
 
 from keras import ops
 
+from adamp_core.functional import compute_dtype
+
 from .axes import Axes
 
 __all__ = ["const", "compute_dtype", "densify", "project", "decay_factor"]
@@ -26,11 +28,6 @@ def const(value: float, dtype: str) -> Tensor:
     through float32 (``ops.cast(0.9, "float64")`` on TensorFlow rounds to float32 first).
     """
     return ops.convert_to_tensor(value, dtype=dtype)
-
-
-def compute_dtype(dtype: str) -> str:
-    """The dtype the update is computed in: float32 for 16-bit variables, else their own."""
-    return "float32" if dtype in ("float16", "bfloat16") else dtype
 
 
 def densify(gradient: Tensor) -> Tensor:
@@ -61,7 +58,8 @@ def project(
 
     Args:
         param, grad, update: tensors of one shape and dtype.
-        channel_axes: the axes that index the channel rows; ``()`` never projects.
+        channel_axes: the axes that index the channel rows; ``()`` never projects, nor
+            does an empty (size 0) tensor.
         delta: the threshold; a view passes when ``max |cos(grad row, param row)|``
             is below ``delta / sqrt(row length)``.
         wd_ratio: weight decay factor returned when a view passes.
@@ -72,9 +70,12 @@ def project(
         ``(projected update, ratio)``: ratio is ``wd_ratio`` (a scalar tensor) where a
         view passed, else 1.
     """
-    if not channel_axes:
-        return update, 1.0
     shape = tuple(int(d) for d in param.shape)
+    if not channel_axes or math.prod(shape) == 0:
+        # an empty variable has no row to test (the threshold would divide by a zero row
+        # length, the max would reduce nothing); shapes are static, so this is no branch
+        # on tensor values
+        return update, 1.0
     dtype = param.dtype
     view, row_axes = _row_view(shape, channel_axes)
     row_len = math.prod(view[a] for a in row_axes)

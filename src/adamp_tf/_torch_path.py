@@ -1,18 +1,19 @@
 """The torch backend's fast path: ``adamp_torch.functional`` on views of the variables.
 
-Keras' torch backend runs the optimizers it ships with through fused ``torch._foreach``
-kernels; a subclass would get a Python loop of small per-variable kernels instead. Here
-the whole update goes through the PyTorch adapter's functional kernel, on views of the
-variables' torch tensors with their channel axes moved to the front (PyTorch's layout),
-so the same in-place kernel updates the Keras variables.
+Keras' torch backend runs its own optimizers through fused ``torch._foreach`` kernels; a
+subclass would get a Python loop of small per-variable kernels instead. Here each
+optimizer's ``_torch_update_step`` hands the PyTorch adapter's batched kernel views of the
+variables with their channel axes moved to the front (PyTorch's layout), so that kernel
+updates the Keras variables in place.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["available", "update"]
+__all__ = ["available", "channel_first", "update"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,77 +46,41 @@ def channel_first(tensor: Any, axes: tuple[int, ...]) -> Any:
 
 
 def _like(tensor: Any, reference: Any) -> Any:
-    """``tensor`` with ``reference``'s memory layout (the kernel reads every tensor of a
-    parameter through the parameter's strides)."""
-    if tensor.stride() == reference.stride():
+    """``tensor`` in ``reference``'s dtype and memory layout (the kernel takes a gradient
+    typed like its variable and reads it through the variable's strides)."""
+    if tensor.stride() == reference.stride() and tensor.dtype == reference.dtype:
         return tensor
     import torch
 
-    out = torch.empty_like(reference, dtype=tensor.dtype)
+    out = torch.empty_like(reference)
     out.copy_(tensor)
     return out
 
 
-def update(optimizer: Any, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
-    """Apply one step of ``optimizer`` (AdamP or SGDP) to ``variables`` in place.
+def update(
+    optimizer: Any, grads: Sequence[Any], variables: Sequence[Any], learning_rate: Any
+) -> None:
+    """Apply one step of ``optimizer`` to ``variables`` in place.
 
     Variables are grouped by their weight decay coefficient (``exclude_from_weight_decay``
-    makes it 0); each group is one call of the kernel. The step count is Keras'
-    ``iterations`` (shared by all variables), as in ``update_step``.
+    makes it 0); each group is one call of the optimizer's ``_torch_update_step`` with
+    channel-first views of the variables and of their gradients.
     """
     import torch
-
-    from adamp_torch import functional
 
     from ._math import densify
 
     groups: dict[float, list[int]] = {}
-    index = [optimizer._get_variable_index(v) for v in variables]
-    for k, i in enumerate(index):
-        groups.setdefault(optimizer._decay_of[i], []).append(k)
-    lr = learning_rate.value if hasattr(learning_rate, "value") else learning_rate
-    lr = torch.as_tensor(lr)
+    for k, v in enumerate(variables):
+        groups.setdefault(optimizer.variable_weight_decay(v), []).append(k)
+    lr = torch.as_tensor(getattr(learning_rate, "value", learning_rate))
     with torch.no_grad():
         for weight_decay, members in groups.items():
-            axes = [optimizer._axes_of[index[k]] for k in members]
-            params = [channel_first(variables[k].value, a) for k, a in zip(members, axes)]
+            chosen = [variables[k] for k in members]
+            axes = [optimizer.variable_channel_axes(v) for v in chosen]
+            params = [channel_first(v.value, a) for v, a in zip(chosen, axes)]
             gs = [
-                channel_first(_like(torch.as_tensor(densify(grads[k])), variables[k].value), a)
-                for k, a in zip(members, axes)
+                channel_first(_like(torch.as_tensor(densify(grads[k])), v.value), a)
+                for k, v, a in zip(members, chosen, axes)
             ]
-            common = dict(
-                weight_decay=weight_decay,
-                delta=optimizer.delta,
-                wd_ratio=optimizer.wd_ratio,
-                eps=optimizer.epsilon,
-                lr=lr,
-            )
-            if optimizer._name_of_kernel == "adamp":
-                steps = torch.full(
-                    (len(members),),
-                    float(optimizer.iterations),
-                    dtype=torch.float64,
-                    device=params[0].device,
-                ).unbind(0)
-                functional.adamp(
-                    params, gs,
-                    [channel_first(optimizer._exp_avgs[index[k]].value, a)
-                     for k, a in zip(members, axes)],
-                    [channel_first(optimizer._exp_avg_sqs[index[k]].value, a)
-                     for k, a in zip(members, axes)],
-                    list(steps), beta1=optimizer.beta_1, beta2=optimizer.beta_2,
-                    nesterov=optimizer.nesterov, **common,
-                )  # fmt: skip
-            else:
-                if optimizer._momentum_buffers:
-                    bufs = [
-                        channel_first(optimizer._momentum_buffers[index[k]].value, a)
-                        for k, a in zip(members, axes)
-                    ]
-                else:
-                    bufs = [torch.zeros_like(p) for p in params]
-                functional.sgdp(
-                    params, gs, bufs, momentum=optimizer.momentum,
-                    dampening=optimizer.dampening, nesterov=optimizer.nesterov,
-                    variant=optimizer.variant, **common,
-                )  # fmt: skip
+            optimizer._torch_update_step(chosen, params, gs, lr=lr, weight_decay=weight_decay)

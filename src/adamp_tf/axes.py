@@ -35,6 +35,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
+from adamp_core.axes import Axes, AxesSpec, check_axes_spec
+from adamp_core.axes import normalize_axes as _normalize
+
 __all__ = [
     "Axes",
     "AxesSpec",
@@ -42,15 +45,9 @@ __all__ = [
     "default_channel_axes",
     "resolve_channel_axes",
     "normalize_axes",
+    "check_axes_spec",
     "model_channel_axes",
 ]
-
-#: Normalised channel axes: sorted, non-negative; ``()`` means "never project".
-Axes = tuple[int, ...]
-
-#: What a user may give for one variable: an int, a sequence of ints (negative counts
-#: from the end), or ``None`` / ``()`` for "never project this variable".
-AxesSpec = Union[int, Sequence[int], None]  # noqa: UP007 (runtime alias, py3.10)
 
 #: The ``channel_axes`` argument of the optimizers. Either
 #:
@@ -71,24 +68,8 @@ _ATTENTION_QKV = re.compile(r"(^|/)(query|key|value)/kernel$")
 
 
 def normalize_axes(axes: AxesSpec, ndim: int) -> Axes:
-    """Turn a user axes spec into sorted non-negative axes (``()``: never project).
-
-    Raises:
-        ValueError: an axis out of range, repeated, or all axes named (no row left).
-    """
-    if axes is None or ndim < 2:
-        return ()
-    items = [axes] if isinstance(axes, int) else list(axes)
-    out = []
-    for a in items:
-        if isinstance(a, bool) or not isinstance(a, int) or not -ndim <= a < ndim:
-            raise ValueError(f"channel axis {a!r} is invalid for a variable of rank {ndim}")
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"channel axes {axes!r} repeat an axis")
-    if len(out) >= ndim and out:
-        raise ValueError(f"channel axes {axes!r} leave no axis for the rows (rank {ndim})")
-    return tuple(sorted(out))
+    """:func:`adamp_core.axes.normalize_axes` for a variable of rank ``ndim``."""
+    return _normalize(axes, ndim, kind="variable")
 
 
 def default_channel_axes(shape: Sequence[int], path: str) -> Axes:
@@ -122,18 +103,33 @@ def resolve_channel_axes(variable: Any, override: ChannelAxesOverride = None) ->
     Args:
         variable: a Keras variable (anything with ``shape`` and ``path`` or ``name``).
         override: see :data:`ChannelAxesOverride`; ``None`` uses the default rule only.
+
+    Raises:
+        ValueError: the override's axes for this variable are not valid axes of it (the
+            message names ``channel_axes``, the regex or callable, and the variable).
     """
     shape = tuple(int(d) for d in variable.shape)
     path = variable_path(variable)
     if callable(override):
         spec = override(variable)
         if not (isinstance(spec, str) and spec == "default"):
-            return normalize_axes(spec, len(shape))
+            name = getattr(override, "__qualname__", type(override).__name__)
+            return _normalize_for(spec, shape, path, f"channel_axes callable {name}")
     elif override is not None:
         for pattern, spec in override.items():
             if re.search(pattern, path):
-                return normalize_axes(spec, len(shape))
+                return _normalize_for(spec, shape, path, f"channel_axes[{pattern!r}]")
     return default_channel_axes(shape, path)
+
+
+def _normalize_for(spec: Any, shape: tuple[int, ...], path: str, source: str) -> Axes:
+    """:func:`normalize_axes` with an error that says where the spec came from."""
+    try:
+        return normalize_axes(spec, len(shape))
+    except ValueError as exc:
+        raise ValueError(
+            f"{source} gave {spec!r} for variable {path!r} of shape {shape}: {exc}"
+        ) from None
 
 
 def model_channel_axes(model: Any) -> dict[str, AxesSpec]:

@@ -99,8 +99,6 @@ class AdamP(ProjectedOptimizer):
         self.wd_ratio = float(wd_ratio)
         self.nesterov = nesterov
 
-    _name_of_kernel = "adamp"
-
     def build(self, variables: list[Any]) -> None:
         """Create the first and second moment estimates, one pair per variable."""
         if self.built:
@@ -145,6 +143,43 @@ class AdamP(ProjectedOptimizer):
         self.assign(exp_avg_var, ops.cast(exp_avg, exp_avg_var.dtype))
         self.assign(exp_avg_sq_var, ops.cast(exp_avg_sq, exp_avg_sq_var.dtype))
         self.assign(variable, ops.cast(param, variable.dtype))
+
+    def _torch_update_step(
+        self,
+        variables: list[Any],
+        params: list[Any],
+        grads: list[Any],
+        *,
+        lr: Any,
+        weight_decay: float,
+    ) -> None:
+        import torch
+
+        from adamp_torch import functional
+
+        from ._torch_path import channel_first
+
+        axes = [self.variable_channel_axes(v) for v in variables]
+        index = [self._get_variable_index(v) for v in variables]
+        # Keras counts steps once for all variables (``iterations``); the kernel increments
+        # per-tensor counts, so it gets that count before this step.
+        iterations = getattr(self.iterations, "value", self.iterations)
+        step = torch.as_tensor(iterations).to(torch.float32)
+        functional.adamp(
+            params,
+            grads,
+            [channel_first(self._exp_avgs[i].value, a) for i, a in zip(index, axes)],
+            [channel_first(self._exp_avg_sqs[i].value, a) for i, a in zip(index, axes)],
+            [step.clone() for _ in params],
+            lr=lr,
+            beta1=self.beta_1,
+            beta2=self.beta_2,
+            eps=self.epsilon,
+            weight_decay=weight_decay,
+            delta=self.delta,
+            wd_ratio=self.wd_ratio,
+            nesterov=self.nesterov,
+        )
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -231,8 +266,6 @@ class SGDP(ProjectedOptimizer):
         self.wd_ratio = float(wd_ratio)
         self.variant = variant
 
-    _name_of_kernel = "sgdp"
-
     def build(self, variables: list[Any]) -> None:
         """Create one momentum buffer per variable (none when ``momentum == 0``)."""
         if self.built:
@@ -275,6 +308,56 @@ class SGDP(ProjectedOptimizer):
         if self._momentum_buffers:
             self.assign(buf_var, ops.cast(buf, buf_var.dtype))
         self.assign(variable, ops.cast(param, variable.dtype))
+
+    def _torch_update_step(
+        self,
+        variables: list[Any],
+        params: list[Any],
+        grads: list[Any],
+        *,
+        lr: Any,
+        weight_decay: float,
+    ) -> None:
+        from adamp_torch import functional
+
+        from ._torch_path import channel_first
+
+        index = [self._get_variable_index(v) for v in variables]
+        if self._momentum_buffers:
+            buffers = [
+                channel_first(self._momentum_buffers[i].value, self.variable_channel_axes(v))
+                for i, v in zip(index, variables)
+            ]
+        else:
+            # Without momentum the buffer only carries this step's gradient: zeroed
+            # scratch kept between steps, not state.
+            buffers = [self._torch_scratch(i, p) for i, p in zip(index, params)]
+        functional.sgdp(
+            params,
+            grads,
+            buffers,
+            lr=lr,
+            momentum=self.momentum,
+            dampening=self.dampening,
+            weight_decay=weight_decay,
+            nesterov=self.nesterov,
+            eps=self.epsilon,
+            delta=self.delta,
+            wd_ratio=self.wd_ratio,
+            variant=self.variant,
+        )
+
+    def _torch_scratch(self, index: int, like: Any) -> Any:
+        """Zeros shaped, typed and laid out like ``like``: variable ``index``'s buffer."""
+        import torch
+
+        scratch: dict[int, Any] = self.__dict__.setdefault("_torch_scratch_buffers", {})
+        buf = scratch.get(index)
+        if buf is None or buf.shape != like.shape or buf.stride() != like.stride():
+            buf = scratch[index] = torch.zeros_like(like)
+        else:
+            buf.zero_()  # a gradient of inf must not leave 0 * inf = NaN for the next step
+        return buf
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

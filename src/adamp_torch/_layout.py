@@ -25,10 +25,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from adamp_core.functional import compute_dtype as core_compute_dtype
+
 __all__ = ["Frame", "Scalar", "Slot", "compute_dtype", "is_compiling"]
 
 #: A learning rate or factor: a Python float or a 0-dim tensor.
 Scalar = float | Tensor
+
+_COMPUTE_DTYPES = {
+    d: getattr(torch, core_compute_dtype(str(d).removeprefix("torch.")))
+    for d in (torch.float16, torch.bfloat16)
+}
 
 
 def is_compiling() -> bool:
@@ -37,8 +44,8 @@ def is_compiling() -> bool:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the math runs in: float64 stays, every other float type uses float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    """:func:`adamp_core.functional.compute_dtype` for torch dtypes."""
+    return _COMPUTE_DTYPES.get(dtype, dtype)
 
 
 @dataclass(frozen=True)

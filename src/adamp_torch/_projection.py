@@ -33,13 +33,16 @@ The work comes in pieces so that an optimizer can run them in either of two ways
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
 
 from ._layout import Frame, Scalar
+
+T = TypeVar("T")
 
 __all__ = [
     "Decision",
@@ -106,6 +109,14 @@ class Workspace:
     def __init__(self) -> None:
         self._buffers: dict[Hashable, Tensor] = {}
         self._plans: dict[Hashable, Plan] = {}
+        self._parts: dict[Hashable, Any] = {}
+
+    def part(self, key: Hashable, make: Callable[[], T]) -> T:
+        """A helper object kept with the workspace (the Triton kernels' tables), made by
+        ``make`` on first use."""
+        if key not in self._parts:
+            self._parts[key] = make()
+        return cast(T, self._parts[key])
 
     def at_least(
         self, key: Hashable, numel: int, dtype: torch.dtype, device: torch.device
@@ -131,6 +142,7 @@ class Workspace:
         """Drop every buffer and constant."""
         self._buffers.clear()
         self._plans.clear()
+        self._parts.clear()
 
 
 def _row_dot(frame: Frame, p_rows: Tensor, y_rows: Tensor, scratch: Tensor | None) -> Tensor:

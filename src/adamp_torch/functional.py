@@ -10,7 +10,10 @@ inputs, then picks one named implementation for every (device, dtype) batch:
   already is; tensors it does not project are finished by torch's fused AdamW / SGD
   kernel in one pass, the others are projected as a batch;
 * :func:`_multi_tensor` (CUDA, other accelerators, ``torch.compile``, or
-  ``HOST_DECISIONS = False``): the same batch with every decision kept on the device.
+  ``HOST_DECISIONS = False``): the same batch with every decision kept on the device;
+* ``_triton`` (``fused`` on CUDA with triton installed, or on CPU under
+  ``TRITON_INTERPRET=1``): three fused kernel launches per batch, for the tensors whose
+  layout the kernels take (the others take the paths above in the same step).
 
 The two batched paths share their control flow; AdamP and SGDP supply what differs (the
 direction and the kernels that finish a tensor) as a :class:`_Rule`. The algorithm is
@@ -21,12 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from adamp_core.validation import validate_variant
 
+from . import _triton
 from ._layout import Frame, Scalar, Slot, compute_dtype, is_compiling
 from ._projection import (
     Decision,
@@ -236,6 +241,11 @@ class _Batch:
 
 def _pick(tensors: Sequence[Tensor], positions: Sequence[int]) -> list[Tensor]:
     return [tensors[i] for i in positions]
+
+
+def _pick_all(lists: Sequence[Sequence[Tensor]], positions: Sequence[int]) -> list[list[Tensor]]:
+    """:func:`_pick` on each of ``lists``."""
+    return [_pick(t, positions) for t in lists]
 
 
 def _signed(grads: list[Tensor], maximize: bool) -> list[Tensor]:
@@ -478,9 +488,11 @@ class _SGDPRule(_Rule):
         wd_ratio: float,
         variant: str,
         maximize: bool,
+        fused: bool,
     ):
         super().__init__(batch, grads)
         self.buf = buffers
+        self.fused = fused
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.eps = weight_decay, nesterov, eps
         self.wd_ratio, self.maximize = wd_ratio, maximize
@@ -501,7 +513,7 @@ class _SGDPRule(_Rule):
     def finish_unprojected(self, where: Sequence[int]) -> bool:
         # Without momentum the fused kernel leaves the buffer alone, which must hold the
         # gradient: those batches take the general path.
-        if self.momentum == 0.0:
+        if self.momentum == 0.0 or not self.fused:
             return False
         params = _pick(self.batch.p, where)
         decay_in_place(params, self.decay)
@@ -520,7 +532,7 @@ class _SGDPRule(_Rule):
         return True
 
     def finish_projected(self, where: Sequence[int], projected: Sequence[int]) -> None:
-        if self.momentum == 0.0 or not self.project_direction:
+        if self.momentum == 0.0 or not self.project_direction or not self.fused:
             super().finish_projected(where, projected)
             return
         # The buffer is projected in place; what is left is a momentum-free SGD step whose
@@ -543,6 +555,39 @@ class _SGDPRule(_Rule):
             maximize=False,
             is_first_step=False,
         )
+
+
+def _fused_split(
+    fused: bool | None,
+    index: list[int],
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    *states: Sequence[Tensor],
+) -> tuple[list[int], list[int]]:
+    """Split a batch into the positions the Triton kernels take and the others.
+
+    ``fused=None`` uses the kernels where they run (CUDA with triton; CPU only under
+    ``TRITON_INTERPRET=1``) for every tensor they take; ``fused=True`` on CUDA requires
+    them for the whole batch; ``False`` never uses them.
+    """
+    device = params[index[0]].device
+    if fused is False or is_compiling() or not _triton.available(device):
+        if fused and device.type == "cuda":
+            reason = _triton.import_error() or "they do not run on this device"
+            raise RuntimeError(f"fused=True: the Triton kernels are unavailable ({reason})")
+        return [], index
+    taken: list[int] = []
+    rest: list[int] = []
+    for i in index:
+        unfit = _triton.unsupported_reason(params[i], grads[i], *(s[i] for s in states))
+        if unfit is not None and fused and device.type == "cuda":
+            raise ValueError(f"fused=True: params[{i}] cannot take the Triton kernels: {unfit}")
+        (rest if unfit is not None else taken).append(i)
+    return taken, rest
+
+
+def _triton_workspace(workspace: Workspace | None) -> _triton.Workspace | None:
+    return None if workspace is None else workspace.part("triton", _triton.Workspace)
 
 
 # -- the public functions and their dispatch ------------------------------------------------------
@@ -568,7 +613,7 @@ def _check_inputs(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     states: dict[str, Sequence[Tensor]],
-    steps: Sequence[Tensor] = (),
+    steps: Sequence[Tensor] | None = None,
 ) -> list[int]:
     """Check every list against ``params``; the positions of tensors with elements.
 
@@ -576,7 +621,7 @@ def _check_inputs(
     kernel would otherwise write out of bounds); zero-size tensors are left alone.
     """
     lists = {"grads": grads, **states}
-    if any(len(t) != len(params) for t in (*lists.values(), *([steps] if steps else []))):
+    if any(len(t) != len(params) for t in (*lists.values(), *([] if steps is None else [steps]))):
         raise ValueError(f"{name}: all tensor lists must have the same length")
     for i, p in enumerate(params):
         for key, tensors in lists.items():
@@ -636,9 +681,10 @@ def adamp(
         maximize: ascend instead of descend.
         foreach: ``None``/``True``: one batch per (device, dtype); ``False``: one tensor
             at a time. Same numbers either way.
-        fused: compute the moments with torch's fused AdamW kernel (weight decay 0),
-            ``None`` = when available (not Nesterov, CPU or CUDA, not under
-            ``torch.compile``); ``False`` = use foreach ops; ``True`` = require it.
+        fused: the fused kernels: ``None`` = where available (the Triton kernels on CUDA,
+            or torch's fused AdamW kernel for the moments: not Nesterov, not under
+            ``torch.compile``); ``False`` = foreach ops only; ``True`` = require them (on
+            CUDA the Triton kernels, for every tensor).
         workspace: reusable scratch buffers and constants (see :class:`Workspace`); the
             optimizer classes keep one. ``None`` allocates per call.
     """
@@ -646,8 +692,29 @@ def adamp(
         "adamp", params, grads, {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}, state_steps
     )
     check_fused(fused, nesterov)
-    lr = _scalar_lr(lr)
+    hparams: dict[str, Any] = dict(
+        lr=_scalar_lr(lr),
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        wd_ratio=wd_ratio,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
+    lists = (params, grads, exp_avgs, exp_avg_sqs, state_steps)
     for index in _batches(params, live):
+        if foreach is False:
+            _single_tensor_adamp(*_pick_all(lists, index), delta=delta, **hparams)
+            continue
+        taken, index = _fused_split(fused, index, params, grads, exp_avgs, exp_avg_sqs)
+        if taken:
+            workspace_ = _triton_workspace(workspace)
+            _triton.adamp_step(
+                *_pick_all(lists, taken), delta=delta, **hparams, workspace=workspace_
+            )
+        if not index:
+            continue
         device, dtype = params[index[0]].device, compute_dtype(params[index[0]].dtype)
         use_fused = (
             fused is not False
@@ -657,24 +724,6 @@ def adamp(
         )
         if fused and not use_fused:
             raise RuntimeError("fused=True: torch's fused AdamW kernel is unavailable here")
-        if foreach is False:
-            _single_tensor_adamp(
-                _pick(params, index),
-                _pick(grads, index),
-                _pick(exp_avgs, index),
-                _pick(exp_avg_sqs, index),
-                _pick(state_steps, index),
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=eps,
-                weight_decay=weight_decay,
-                delta=delta,
-                wd_ratio=wd_ratio,
-                nesterov=nesterov,
-                maximize=maximize,
-            )
-            continue
         batch = _Batch(index, params, workspace, delta)
         steps = _pick(state_steps, index)
         torch._foreach_add_(steps, 1)
@@ -684,14 +733,7 @@ def adamp(
             batch.bind(exp_avgs, write=True),
             batch.bind(exp_avg_sqs, write=True),
             steps,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=eps,
-            weight_decay=weight_decay,
-            wd_ratio=wd_ratio,
-            nesterov=nesterov,
-            maximize=maximize,
+            **hparams,
             fused=use_fused,
         )
         _batched_path(batch.device)(rule)
@@ -714,6 +756,7 @@ def sgdp(
     variant: str = "authors",
     maximize: bool = False,
     foreach: bool | None = None,
+    fused: bool | None = None,
     workspace: Workspace | None = None,
 ) -> None:
     """One SGDP step, in place (see :class:`adamp_torch.SGDP` for the algorithm).
@@ -735,43 +778,45 @@ def sgdp(
             buffer itself is projected) or ``"paper"`` (Algorithm 1: only the update).
         maximize: ascend instead of descend.
         foreach: as in :func:`adamp`.
+        fused: the fused kernels: ``None`` = where available (the Triton kernels on CUDA;
+            on CPU torch's fused SGD kernel for unprojected tensors); ``False`` = foreach
+            ops only; ``True`` = require them (on CUDA the Triton kernels, for every
+            tensor).
         workspace: as in :func:`adamp`.
     """
     live = _check_inputs("sgdp", params, grads, {"momentum_buffers": momentum_buffers})
     validate_variant(variant)
-    lr = _scalar_lr(lr)
+    hparams: dict[str, Any] = dict(
+        lr=_scalar_lr(lr),
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        eps=eps,
+        wd_ratio=wd_ratio,
+        variant=variant,
+        maximize=maximize,
+    )
+    lists = (params, grads, momentum_buffers)
     for index in _batches(params, live):
         if foreach is False:
-            _single_tensor_sgdp(
-                _pick(params, index),
-                _pick(grads, index),
-                _pick(momentum_buffers, index),
-                lr=lr,
-                momentum=momentum,
-                dampening=dampening,
-                weight_decay=weight_decay,
-                nesterov=nesterov,
-                eps=eps,
-                delta=delta,
-                wd_ratio=wd_ratio,
-                variant=variant,
-                maximize=maximize,
+            _single_tensor_sgdp(*_pick_all(lists, index), delta=delta, **hparams)
+            continue
+        taken, index = _fused_split(fused, index, params, grads, momentum_buffers)
+        if taken:
+            workspace_ = _triton_workspace(workspace)
+            _triton.sgdp_step(
+                *_pick_all(lists, taken), delta=delta, **hparams, workspace=workspace_
             )
+        if not index:
             continue
         batch = _Batch(index, params, workspace, delta)
         rule = _SGDPRule(
             batch,
             batch.bind(grads, write=False),
             batch.bind(momentum_buffers, write=True),
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            eps=eps,
-            wd_ratio=wd_ratio,
-            variant=variant,
-            maximize=maximize,
+            **hparams,
+            fused=fused is not False,
         )
         _batched_path(batch.device)(rule)
         batch.finish()

@@ -22,6 +22,10 @@ __all__ = ["AdamP", "SGDP"]
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
+#: This adapter's own switches (the core validates the rest): ``maximize`` a bool,
+#: ``foreach`` and ``fused`` a bool or ``None``.
+_FLAGS = ("maximize", "foreach", "fused")
+
 
 def _check_lr(lr: float | Tensor) -> float:
     """The lr to hand to the core's validation (a one-element tensor's value)."""
@@ -39,8 +43,12 @@ class _ProjectedOptimizer(Optimizer):
     _state_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether the state holds a ``step`` count.
     _has_step: ClassVar[bool] = False
-    #: Keyword flags of this optimizer that may be ``None``.
-    _optional_flags: ClassVar[tuple[str, ...]] = ("foreach",)
+    #: The constructor's hyperparameters and flags (torch adds keys of its own to defaults).
+    _hparams: ClassVar[tuple[str, ...]]
+    #: The core's validation of this optimizer's hyperparameters.
+    _validate: ClassVar[Callable[..., None]]
+    #: The functional form that updates a group.
+    _functional: ClassVar[Callable[..., None]]
 
     def __init__(self, params: Params, defaults: dict[str, Any]):
         self._workspaces: dict[int, Workspace] = {}
@@ -48,7 +56,11 @@ class _ProjectedOptimizer(Optimizer):
 
     # -- hyperparameters and parameters -------------------------------------------------------
     def _validate_group(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """The core's checks of the group's hyperparameters, then this adapter's flags."""
+        core = {k: group[k] for k in self._hparams if k not in _FLAGS}
+        type(self)._validate(**dict(core, lr=_check_lr(core["lr"])))
+        for flag in _FLAGS:
+            validate_flag(flag, group[flag], optional=flag != "maximize")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group as torch does, after checking its hyperparameters and parameters.
@@ -61,9 +73,6 @@ class _ProjectedOptimizer(Optimizer):
         try:
             group = self.param_groups[-1]
             self._validate_group(group)
-            validate_flag("maximize", group["maximize"])
-            for flag in self._optional_flags:
-                validate_flag(flag, group[flag], optional=True)
             for i, p in enumerate(group["params"]):
                 self._check_param(group, len(self.param_groups) - 1, i, p)
         except Exception:
@@ -201,6 +210,10 @@ class _ProjectedOptimizer(Optimizer):
                 steps.append(state["step"])
         return bool(params)
 
+    def _functional_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The group's hyperparameters as keyword arguments of :attr:`_functional`."""
+        return {k: group[k] for k in self._hparams}
+
     def _update(
         self,
         group: dict[str, Any],
@@ -210,7 +223,15 @@ class _ProjectedOptimizer(Optimizer):
         steps: list[Tensor],
         workspace: Workspace,
     ) -> None:
-        raise NotImplementedError
+        step_lists = [steps] if self._has_step else []
+        type(self)._functional(
+            params,
+            grads,
+            *states,
+            *step_lists,
+            **self._functional_kwargs(group),
+            workspace=workspace,
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -286,14 +307,26 @@ class AdamP(_ProjectedOptimizer):
         maximize: maximize the objective instead of minimizing (default False).
         foreach: ``None`` (default) or ``True``: process each (device, dtype) group as a
             batch; ``False``: one tensor at a time (same numbers, slower).
-        fused: use torch's fused AdamW kernel for the moment update: ``None`` (default)
-            when possible (not Nesterov, CPU or CUDA, eager), ``False`` never, ``True``
-            always (an error where impossible).
+        fused: the fused kernels: ``None`` (default) where available (on CUDA the
+            Triton kernels, Nesterov included; else torch's fused AdamW kernel for the
+            moments: not Nesterov, eager), ``False`` never, ``True`` always (an error
+            where impossible; not with ``nesterov=True``).
     """
 
     _state_keys = ("exp_avg", "exp_avg_sq")
     _has_step = True
-    _optional_flags = ("foreach", "fused")
+    _validate = validate_adamp_hparams
+    _functional = F.adamp
+    _hparams = (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "delta",
+        "wd_ratio",
+        "nesterov",
+        *_FLAGS,
+    )
 
     def __init__(
         self,
@@ -325,46 +358,13 @@ class AdamP(_ProjectedOptimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        validate_adamp_hparams(
-            lr=_check_lr(group["lr"]),
-            betas=group["betas"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            delta=group["delta"],
-            wd_ratio=group["wd_ratio"],
-            nesterov=group["nesterov"],
-        )
+        super()._validate_group(group)
         F.check_fused(group["fused"], group["nesterov"])
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[list[Tensor]],
-        steps: list[Tensor],
-        workspace: Workspace,
-    ) -> None:
-        beta1, beta2 = group["betas"]
-        F.adamp(
-            params,
-            grads,
-            states[0],
-            states[1],
-            steps,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            delta=group["delta"],
-            wd_ratio=group["wd_ratio"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-            foreach=group["foreach"],
-            fused=group["fused"],
-            workspace=workspace,
-        )
+    def _functional_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
+        kwargs = super()._functional_kwargs(group)
+        kwargs["beta1"], kwargs["beta2"] = kwargs.pop("betas")
+        return kwargs
 
 
 class SGDP(_ProjectedOptimizer):
@@ -401,10 +401,27 @@ class SGDP(_ProjectedOptimizer):
             the update is projected).
         maximize: maximize the objective instead of minimizing (default False).
         foreach: as in :class:`AdamP`.
+        fused: the fused kernels: ``None`` (default) where available (the Triton kernels
+            on CUDA; on CPU torch's fused SGD kernel for unprojected tensors), ``False``
+            never, ``True`` always (an error where impossible).
     """
 
     _state_keys = ("momentum",)
     _has_step = False
+    _validate = validate_sgdp_hparams
+    _functional = F.sgdp
+    _hparams = (
+        "lr",
+        "momentum",
+        "dampening",
+        "weight_decay",
+        "nesterov",
+        "eps",
+        "delta",
+        "wd_ratio",
+        "variant",
+        *_FLAGS,
+    )
 
     def __init__(
         self,
@@ -421,6 +438,7 @@ class SGDP(_ProjectedOptimizer):
         variant: str = "authors",
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -434,45 +452,6 @@ class SGDP(_ProjectedOptimizer):
             variant=variant,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        validate_sgdp_hparams(
-            lr=_check_lr(group["lr"]),
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-            eps=group["eps"],
-            delta=group["delta"],
-            wd_ratio=group["wd_ratio"],
-            variant=group["variant"],
-        )
-
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[list[Tensor]],
-        steps: list[Tensor],
-        workspace: Workspace,
-    ) -> None:
-        F.sgdp(
-            params,
-            grads,
-            states[0],
-            lr=group["lr"],
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-            eps=group["eps"],
-            delta=group["delta"],
-            wd_ratio=group["wd_ratio"],
-            variant=group["variant"],
-            maximize=group["maximize"],
-            foreach=group["foreach"],
-            workspace=workspace,
-        )

@@ -24,7 +24,18 @@ from helpers.cli_utils import entry_point, install_fake_plugin
 MODULE = "fake_isolated_plugin"
 ISO = entry_point("iso", f"{MODULE}:backends")
 TRAINER = entry_point("iso", f"{MODULE}:trainer", "adamp_core.demos")
-FRAMEWORKS = ("torch", "keras", "tensorflow", "jax", "adamp_torch", "adamp_tf")
+FRAMEWORKS = (
+    "torch",
+    "keras",
+    "tensorflow",
+    "jax",
+    "optax",
+    "flax",
+    "triton",
+    "adamp_torch",
+    "adamp_tf",
+    "adamp_jax",
+)
 STEPS = 2
 BRANCHES = ("channel", "layer", "none")
 

@@ -312,10 +312,11 @@ def _run_in_child(
         )
         return CheckReport(errors=[LoadError(backend.name, message)])
     report = got.report
-    return CheckReport(
-        results=[r for r in report.results if r.backend == backend.name],
-        errors=[e for e in report.errors if e.name == backend.name],
-    )
+    results = [r for r in report.results if r.backend == backend.name]
+    errors = [e for e in report.errors if e.name == backend.name]
+    if not results and not errors:  # never a vacuous pass
+        errors = [LoadError(backend.name, f"{where} compared nothing (no result rows)")]
+    return CheckReport(results=results, errors=errors)
 
 
 def _run_entry_point(
@@ -399,7 +400,11 @@ def run_check(
             load errors are kept, and a backend whose ``env`` differs is not run but
             listed in ``report.deferred``. Default ``False``.
         progress: called with a line of text before each backend.
+
+    Raises:
+        ValueError: ``steps`` is not an integer >= 1 (zero steps would compare nothing).
     """
+    _check_steps(steps)
     report = CheckReport(
         errors=list(discovery.errors), skipped=list(discovery.skipped), steps=steps, strict=strict
     )
@@ -429,6 +434,11 @@ def run_check(
     return report
 
 
+def _check_steps(steps: object) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+
+
 def _run_here(
     backend: Backend,
     steps: int,
@@ -438,6 +448,7 @@ def _run_here(
 ) -> None:
     """Run ``backend`` in this process; its results go to ``report``."""
     started = time.perf_counter()
+    before = len(report.results)
     if progress is not None:
         where = f" (child process: {_env_text(backend)})" if in_child and backend.env else ""
         progress(f"checking {backend.name}{where} ...")
@@ -452,6 +463,8 @@ def _run_here(
                 dtypes=[dtype],
                 steps=steps,
             )
+    if len(report.results) == before:  # never a vacuous pass
+        report.errors.append(LoadError(backend.name, "compared nothing (no result rows)"))
     if progress is not None:
         progress(f"  {backend.name}: {time.perf_counter() - started:.1f} s")
 
@@ -468,7 +481,8 @@ def list_backends(discovery: Discovery, progress: Callable[[str], None] | None =
         entry_points=dict(discovery.entry_points),
     )
     for ep in discovery.isolated:
-        got = _check_in_child(entry_point_arg(ep), steps=0, list_only=True, progress=progress)
+        # steps is unused when listing, but the child's parser wants a count >= 1
+        got = _check_in_child(entry_point_arg(ep), steps=1, list_only=True, progress=progress)
         if isinstance(got, ChildRun):
             listed.errors.append(LoadError(ep.name, got.failure("child process")))
             continue

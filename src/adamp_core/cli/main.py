@@ -5,13 +5,28 @@ Also installed as the ``adamp-optimizers`` console script.
 ``check`` runs the conformance suite (:mod:`adamp_core.testing`) against the NumPy
 reference and every installed backend and exits non-zero on any failure.
 ``demo`` runs the paper's 2-D toy and a small training run and writes a report folder.
+
+User errors (a meaningless number, an output path that cannot be written, an unknown
+``--framework``) are refused before any work with one line on stderr and exit status 2,
+never a traceback; argparse reports the ones it parses, :class:`~.paths.UsageError` the
+rest. Exceptions that are not user errors are bugs and keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+
+from .paths import (
+    UsageError,
+    check_output_file,
+    check_output_folder,
+    factory_spec,
+    positive_int,
+    seed_int,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -48,11 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--factory",
         metavar="MODULE:ATTR",
+        type=factory_spec,
         help="check only your own implementation: a conformance factory "
         "(see adamp_core.testing) or a Backend",
     )
     check.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    check.add_argument("--steps", type=int, default=20, help="steps per run (default 20)")
+    check.add_argument(
+        "--steps", type=positive_int, default=20, help="steps per run, >= 1 (default 20)"
+    )
     check.add_argument(
         "--strict",
         action="store_true",
@@ -75,11 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--epochs",
-        type=int,
+        type=positive_int,
         default=None,
         help=f"training epochs (default {DEFAULT_EPOCHS}, {QUICK_EPOCHS} with --quick)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    demo.add_argument("--seed", type=seed_int, default=0, help="seed, 0 to 2**32 - 1 (default 0)")
     demo.add_argument(
         "--framework",
         action="append",
@@ -116,6 +134,8 @@ def _check(args: argparse.Namespace) -> int:
             path=args.json,
             list_only=args.list,
         )
+    if args.json is not None and not args.list:  # is not None: "" is refused, not ignored
+        check_output_file("--json", args.json)
     if args.factory:
         try:
             discovery = Discovery(backends=[backend_from_factory(args.factory)])
@@ -136,10 +156,38 @@ def _check(args: argparse.Namespace) -> int:
     report = run_check(
         discovery, only=args.backend, steps=args.steps, strict=args.strict, progress=_say
     )
-    if args.json:
-        write_json(report, args.json)
-    print(format_report(report))
+    print(format_report(report), flush=True)  # before the JSON: a failed write keeps it
+    if args.json is not None:
+        try:
+            write_json(report, args.json)
+        except OSError as exc:  # checked before the run; the file system changed since
+            _say(f"python -m adamp_core check: error: --json {args.json}: {exc}")
+            return 1
     return 0 if report.passed else 1
+
+
+def _check_frameworks(names: Sequence[str]) -> None:
+    """Every ``--framework`` must name an installed demo trainer (read from the package
+    metadata; nothing is imported)."""
+    from importlib import metadata
+
+    from .demo import ENTRY_POINT_GROUP
+
+    known = sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(
+            f"--framework {unknown[0]}: no demo trainer of that name; "
+            f"installed: {', '.join(known) or 'none'}"
+        )
+
+
+def _inside(filename: object, folder: str) -> bool:
+    """Whether ``filename`` (of an OSError) is ``folder`` or a path inside it."""
+    if not isinstance(filename, (str, bytes)):
+        return False
+    path, top = os.path.abspath(os.fsdecode(filename)), os.path.abspath(folder)
+    return path == top or path.startswith(top + os.sep)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -149,23 +197,49 @@ def _demo(args: argparse.Namespace) -> int:
     if args.child:
         epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
         return child_main(args.trainer, args.data, args.json, epochs, args.seed)
-    report = run_demo(
-        out=args.out,
-        quick=args.quick,
-        epochs=args.epochs,
-        seed=args.seed,
-        frameworks=args.framework,
-        train=not args.no_train,
-        progress=_say,
-        isolate=True,
-    )
+    check_output_folder("--out", args.out)
+    if not args.no_train:
+        _check_frameworks(args.framework)
+    try:
+        report = run_demo(
+            out=args.out,
+            quick=args.quick,
+            epochs=args.epochs,
+            seed=args.seed,
+            frameworks=args.framework,
+            train=not args.no_train,
+            progress=_say,
+            isolate=True,
+        )
+    except OSError as exc:  # --out was checked before the run; the file system changed since
+        if not _inside(exc.filename, args.out):
+            raise
+        _say(f"python -m adamp_core demo: error: --out {args.out}: {exc}")
+        return 1
     print(report.summary_text)
     return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    args = build_parser().parse_args(argv)
-    if args.command == "check":
-        return _check(args)
-    return _demo(args)
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Exit status: 0 success, 1 a failed check or demo (or stdout closed early), 2 a user
+    error (argparse's, or a :class:`~.paths.UsageError` found before any work), 130
+    interrupted (Ctrl-C).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            return _check(args)
+        return _demo(args)
+    except UsageError as exc:
+        _say(f"{parser.prog} {args.command}: error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _say(f"{parser.prog} {args.command}: interrupted")
+        return 130
+    except BrokenPipeError:  # stdout closed early (``check | head``): nothing left to say
+        # Python flushes stdout again at exit; point it at devnull so that fails quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
