@@ -274,6 +274,16 @@ class _Rule:
         self.g = grads
         self.scratch = batch.product_scratch()
 
+    @property
+    def update(self) -> dict[str, Any]:
+        """The update's factors, as keywords of ``apply_update`` / ``project_and_apply``."""
+        return dict(
+            alpha=self.alpha,
+            decay=self.decay,
+            wd_ratio=self.wd_ratio,
+            project_direction=self.project_direction,
+        )
+
     def direction(self, where: Sequence[int]) -> list[Tensor]:
         """Update the state of tensors ``where``; the unprojected ``Z`` of each (others unset)."""
         raise NotImplementedError
@@ -291,18 +301,7 @@ class _Rule:
         coef = shift_coefficients(
             z, batch.plan, self.decision, eps=self.eps, tensors=projected, scratch=self.scratch
         )
-        apply_update(
-            batch.p,
-            z,
-            batch.plan,
-            self.decision,
-            coef,
-            alpha=self.alpha,
-            decay=self.decay,
-            wd_ratio=self.wd_ratio,
-            project_direction=self.project_direction,
-            tensors=where,
-        )
+        apply_update(batch.p, z, batch.plan, self.decision, coef, tensors=where, **self.update)
 
 
 def _multi_tensor(rule: _Rule) -> None:
@@ -310,16 +309,7 @@ def _multi_tensor(rule: _Rule) -> None:
     batch = rule.batch
     z = rule.direction(range(len(batch.p)))
     project_and_apply(
-        batch.p,
-        rule.g,
-        z,
-        batch.plan,
-        alpha=rule.alpha,
-        decay=rule.decay,
-        wd_ratio=rule.wd_ratio,
-        eps=rule.eps,
-        project_direction=rule.project_direction,
-        scratch=rule.scratch,
+        batch.p, rule.g, z, batch.plan, eps=rule.eps, scratch=rule.scratch, **rule.update
     )
 
 
