@@ -75,23 +75,42 @@ def _projection(
     one = param.new_ones(())
     if param.dim() < 2:
         return update, one
-    passed, projected = [], []
-    for rows in (param.shape[0], 1):  # the channel view, then the layer view
-        p, g, u = (x.reshape(rows, -1) for x in (param, grad, update))
-        cosine = torch.nn.functional.cosine_similarity(g, p, dim=1, eps=eps).abs()
-        passed.append(cosine.amax() < delta / math.sqrt(p.shape[1]))
-        p_unit = p / (torch.linalg.vector_norm(p, dim=1, keepdim=True) + eps)
-        radial = (p_unit * u).sum(dim=1, keepdim=True)
-        projected.append((u - p_unit * radial).reshape(update.shape))
-    channel, layer = passed
-    update = torch.where(channel, projected[0], torch.where(layer, projected[1], update))
-    ratio = torch.where(channel | layer, one * wd_ratio, one)
-    return update, ratio
+    p, g, u = (x.reshape(param.shape[0], -1) for x in (param, grad, update))
+    # Per-row sums of the channel view; the layer view's are their totals.
+    pp, gg, pg, pu = (_row_dot(a, b) for a, b in ((p, p), (g, g), (p, g), (p, u)))
+    channel = _cosine(pg, pp, gg, eps).amax() < delta / math.sqrt(p.shape[1])
+    layer = _cosine(pg.sum(), pp.sum(), gg.sum(), eps) < delta / math.sqrt(p.numel())
+    projected = channel | layer
+    # u_r - p_hat_r <p_hat_r, u_r> with p_hat = p / (|p| + eps), over the chosen view's
+    # rows: that is u_r - coef_r * p_r with coef = <p, u> / (|p| + eps)^2 (one pass)
+    norm = torch.where(channel, pp.sqrt(), pp.sum().sqrt()) + eps
+    coef = torch.where(channel, pu, pu.sum()) / norm.square()
+    coef = torch.where(projected, coef, 0.0).unsqueeze(1)
+    update = torch.addcmul(u, p, coef, value=-1).reshape(update.shape)
+    return update, torch.where(projected, one * wd_ratio, one)
+
+
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``<a_r, b_r>`` for every row of two ``(R, n)`` tensors, as a batched product (on CPU
+    about 3x faster than ``einsum`` or a product and a sum; nothing large is written)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(1).transpose(1, 2)).view(-1)
+
+
+def _cosine(pg: Tensor, pp: Tensor, gg: Tensor, eps: float) -> Tensor:
+    """``|cos|`` from the sums ``<p, g>``, ``|p|^2``, ``|g|^2`` (norms clamped at eps)."""
+    return pg.abs() / (pp.sqrt().clamp_min(eps) * gg.sqrt().clamp_min(eps))
 
 
 def _upcast(*tensors: Tensor) -> list[Tensor]:
-    """The tensors in the dtype the math runs in (16-bit floats: float32 copies)."""
+    """The tensors in the dtype the math runs in: themselves, or float32 copies of 16-bit
+    floats (written back by :func:`_write_back`)."""
     return [t.to(compute_dtype(t.dtype)) for t in tensors]
+
+
+def _write_back(originals: Sequence[Tensor], results: Sequence[Tensor]) -> None:
+    for original, result in zip(originals, results):
+        if result is not original:
+            original.copy_(result)
 
 
 def _single_tensor_adamp(
@@ -121,17 +140,15 @@ def _single_tensor_adamp(
         t = _float64(step)
         bias_correction1 = 1 - beta1**t
         bias_correction2 = 1 - beta2**t
-        m = m * beta1 + (1 - beta1) * g
-        v = v * beta2 + (1 - beta2) * (g * g)
-        denom = v.sqrt() / bias_correction2.sqrt() + eps
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = v.sqrt().div_(bias_correction2.sqrt()).add_(eps)
         numer = beta1 * m + (1 - beta1) * g if nesterov else m
         update, ratio = _projection(p, g, numer / denom, delta=delta, wd_ratio=wd_ratio, eps=eps)
         if weight_decay > 0:
-            p = p * (1 - lr * weight_decay * ratio)
-        p = p - (lr / bias_correction1) * update
-        param.copy_(p)
-        exp_avg.copy_(m)
-        exp_avg_sq.copy_(v)
+            p.mul_(1 - lr * weight_decay * ratio)
+        p.sub_((lr / bias_correction1) * update)
+        _write_back((param, exp_avg, exp_avg_sq), (p, m, v))
 
 
 def _single_tensor_sgdp(
@@ -154,16 +171,15 @@ def _single_tensor_sgdp(
         p, g, buf = _upcast(param, grad, momentum_buffer)
         if maximize:
             g = -g
-        buf = buf * momentum + (1 - dampening) * g
+        buf.mul_(momentum).add_(g, alpha=1 - dampening)
         direction = g + momentum * buf if nesterov else buf
         update, ratio = _projection(p, g, direction, delta=delta, wd_ratio=wd_ratio, eps=eps)
         if variant == "authors" and not nesterov:
-            buf = update
+            buf.copy_(update)
         if weight_decay > 0:
-            p = p * (1 - lr * weight_decay * ratio / (1 - momentum))
-        p = p - lr * update
-        param.copy_(p)
-        momentum_buffer.copy_(buf)
+            p.mul_(1 - lr * weight_decay * ratio / (1 - momentum))
+        p.sub_(lr * update)
+        _write_back((param, momentum_buffer), (p, buf))
 
 
 def _float64(steps: Tensor) -> Tensor:
