@@ -785,9 +785,9 @@ def sgdp(
         maximize: ascend instead of descend.
         foreach: as in :func:`adamp`.
         fused: the fused kernels: ``None`` = where available (the Triton kernels on CUDA;
-            on CPU torch's fused SGD kernel for unprojected tensors); ``False`` = foreach
-            ops only; ``True`` = require them (on CUDA the Triton kernels, for every
-            tensor).
+            on CPU torch's fused SGD kernel for unprojected tensors when ``momentum > 0``);
+            ``False`` = foreach ops only; ``True`` = on CUDA the Triton kernels for every
+            tensor (an error where impossible; on CPU the same as ``None``).
         workspace: as in :func:`adamp`.
     """
     live = _check_inputs("sgdp", params, grads, {"momentum_buffers": momentum_buffers})

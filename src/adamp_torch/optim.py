@@ -402,8 +402,9 @@ class SGDP(_ProjectedOptimizer):
         maximize: maximize the objective instead of minimizing (default False).
         foreach: as in :class:`AdamP`.
         fused: the fused kernels: ``None`` (default) where available (the Triton kernels
-            on CUDA; on CPU torch's fused SGD kernel for unprojected tensors), ``False``
-            never, ``True`` always (an error where impossible).
+            on CUDA; on CPU torch's fused SGD kernel for unprojected tensors when
+            ``momentum > 0``), ``False`` never, ``True`` on CUDA the Triton kernels for
+            every tensor (an error where impossible; on CPU the same as ``None``).
     """
 
     _state_keys = ("momentum",)
