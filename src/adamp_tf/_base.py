@@ -168,6 +168,7 @@ class ProjectedOptimizer(keras.optimizers.Optimizer):
     def _torch_update_step(
         self,
         variables: list[Any],
+        axes: list[Axes],
         params: list[Any],
         grads: list[Any],
         *,
@@ -175,7 +176,8 @@ class ProjectedOptimizer(keras.optimizers.Optimizer):
         weight_decay: float,
     ) -> None:
         """One step of ``adamp_torch.functional`` on torch views of ``variables`` in
-        PyTorch layout (``params``, ``grads``), all with this ``weight_decay``."""
+        PyTorch layout (``params``, ``grads``; ``axes``: their channel axes), all with this
+        ``weight_decay``."""
         raise NotImplementedError
 
     # -- config -----------------------------------------------------------------------

@@ -64,7 +64,7 @@ def update(
 
     Variables are grouped by their weight decay coefficient (``exclude_from_weight_decay``
     makes it 0); each group is one call of the optimizer's ``_torch_update_step`` with
-    channel-first views of the variables and of their gradients.
+    the variables' channel axes and channel-first views of the variables and gradients.
     """
     import torch
 
@@ -83,4 +83,4 @@ def update(
                 channel_first(_like(torch.as_tensor(densify(grads[k])), v.value), a)
                 for k, v, a in zip(members, chosen, axes)
             ]
-            optimizer._torch_update_step(chosen, params, gs, lr=lr, weight_decay=weight_decay)
+            optimizer._torch_update_step(chosen, axes, params, gs, lr=lr, weight_decay=weight_decay)

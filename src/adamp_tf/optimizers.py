@@ -12,7 +12,7 @@ from adamp_core.validation import validate_adamp_hparams, validate_sgdp_hparams
 
 from ._base import ProjectedOptimizer, validated_lr
 from ._math import compute_dtype, const, decay_factor, densify, project
-from .axes import ChannelAxesOverride
+from .axes import Axes, ChannelAxesOverride
 
 __all__ = ["AdamP", "SGDP"]
 
@@ -147,6 +147,7 @@ class AdamP(ProjectedOptimizer):
     def _torch_update_step(
         self,
         variables: list[Any],
+        axes: list[Axes],
         params: list[Any],
         grads: list[Any],
         *,
@@ -159,7 +160,6 @@ class AdamP(ProjectedOptimizer):
 
         from ._torch_path import channel_first
 
-        axes = [self.variable_channel_axes(v) for v in variables]
         index = [self._get_variable_index(v) for v in variables]
         # Keras counts steps once for all variables (``iterations``); the kernel increments
         # per-tensor counts, so it gets that count before this step.
@@ -312,6 +312,7 @@ class SGDP(ProjectedOptimizer):
     def _torch_update_step(
         self,
         variables: list[Any],
+        axes: list[Axes],
         params: list[Any],
         grads: list[Any],
         *,
@@ -325,8 +326,7 @@ class SGDP(ProjectedOptimizer):
         index = [self._get_variable_index(v) for v in variables]
         if self._momentum_buffers:
             buffers = [
-                channel_first(self._momentum_buffers[i].value, self.variable_channel_axes(v))
-                for i, v in zip(index, variables)
+                channel_first(self._momentum_buffers[i].value, a) for i, a in zip(index, axes)
             ]
         else:
             # Without momentum the buffer only carries this step's gradient: zeroed
