@@ -54,6 +54,21 @@ def tests(session: nox.Session) -> None:
     _pytest(session, "tests/jax")  # own process: JAX's CPU device count is fixed at start
     for backend in KERAS_BACKENDS:
         _keras(session, backend)
+    _fsdp2_check(session)
+
+
+def _fsdp2_check(session: nox.Session) -> None:
+    """The conformance suite on DTensor shards over 2 spawned gloo ranks (opt-in backend)."""
+    session.run("python", "-m", "adamp_core", "check", "--backend", "torch-fsdp2")
+
+
+@nox.session(python=PYTHON)
+def distributed(session: nox.Session) -> None:
+    """adamp_torch on DTensor shards and under DDP (gloo ranks on this machine), and the
+    torch-fsdp2 check."""
+    _install(session, *TORCH)
+    _pytest(session, "tests/distributed")
+    _fsdp2_check(session)
 
 
 @nox.session(python=PYTHON)
@@ -130,12 +145,16 @@ def triton(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def gpu(session: nox.Session) -> None:
-    """On a CUDA machine: the Triton kernels' GPU checks and benchmark (benchmarks/gpu.py);
-    writes benchmarks/results/gpu-<device>.{md,json}. Without CUDA it prints "no CUDA
-    device" and succeeds (``-- --require-cuda`` makes that exit 2).
+    """On a CUDA machine: the Triton kernels' GPU checks and benchmark, then the Keras adapter
+    on TensorFlow and JAX (benchmarks/gpu.py); writes benchmarks/results/gpu-<device>.{md,json}.
+    Without CUDA it prints "no CUDA device" and succeeds (``-- --require-cuda`` makes that
+    exit 2; ``-- --dry-run`` prints every command it would run).
 
     The pinned torch resolves to PyPI's CUDA build on a GPU machine with the default index
     (on CI machines configured for CPU wheels, set PIP_INDEX_URL to a CUDA wheel index).
+    The Keras part never runs in this session's environment: benchmarks/gpu.py creates one
+    virtual environment per Keras backend under .nox/gpu-keras-<backend> (tensorflow[and-cuda]
+    or jax[cuda12], keras, a CPU torch), so TensorFlow and the CUDA torch never share a process.
     """
     _install(session, *TORCH, *TRITON)
     session.run("python", "-m", "benchmarks.gpu", *session.posargs)

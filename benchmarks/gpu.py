@@ -12,16 +12,26 @@ On a machine with a CUDA device, ``python -m benchmarks.gpu``:
    ``torch._fused_sgd_`` on the same tensors) on ResNet-50, ViT-B/16 and GPT-2 shapes, in
    float32 and bfloat16, with random and projection-forcing gradients (eager launches and
    a CUDA-graph replay), and compares the optimizer state's bytes with torch's;
-3. writes ``gpu-<device>.json`` / ``.md`` (under ``--out``, default ``benchmarks/results``)
+3. runs the Keras adapter on the GPU, once per Keras backend (``--keras``, default
+   TensorFlow and JAX), each in a virtual environment of its own under ``--keras-envs``
+   (default ``.nox/gpu-keras-<backend>``) so that TensorFlow and a CUDA torch never share
+   a process: it installs the GPU build (``tensorflow[and-cuda]`` / ``jax[cuda12]``, at
+   the versions ``constraints.txt`` pins for the CPU builds), keras, the test
+   dependencies and a CPU torch (the cross-framework tests compare with ``adamp_torch``),
+   runs ``tests/keras`` there, and times ``optimizer.apply(grads, variables)`` of
+   ``adamp_tf.AdamP`` / ``SGDP`` against ``keras.optimizers.AdamW`` / ``SGD`` on
+   ResNet-50's trainable variables (``benchmarks.keras_bench --device gpu``: XLA
+   ``tf.function(jit_compile=True)`` on TensorFlow, ``jax.jit`` on JAX);
+4. writes ``gpu-<device>.json`` / ``.md`` (under ``--out``, default ``benchmarks/results``)
    naming the GPU, and checks the targets: AdamP <= 1.6x fused AdamW, SGDP <= 1.8x fused
-   SGD (graph replays), state bytes equal.
+   SGD (graph replays), state bytes equal, the Keras tests pass (the Keras timings are
+   reported, without a target).
 
 Exit status: 0 when every check and target passes, 1 otherwise. Without a CUDA device it
-prints "no CUDA device" and exits 0 (2 with ``--require-cuda``).
+prints "no CUDA device" and exits 0 (2 with ``--require-cuda``). ``--dry-run`` prints
+what a run would do, with the exact commands of the Keras part, and runs nothing.
 
-The kernels are called directly (the optimizers' dispatch does not use them yet). The
-Keras adapter on GPU (``adamp_tf`` on TensorFlow under XLA and on JAX) is not part of
-this script: it only reports what such a run would do (see :data:`KERAS_PLAN`).
+The kernels are called directly (the optimizers' dispatch does not use them yet).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -44,12 +55,22 @@ from benchmarks import shapes
 
 MODELS = ("resnet50", "vit_b16", "gpt2")
 TARGETS = {"AdamP": 1.6, "SGDP": 1.8}
-KERAS_PLAN = (
-    "not run (not implemented): would install tensorflow[and-cuda] and jax[cuda] in two "
-    "separate environments, run tests/keras with KERAS_BACKEND=tensorflow (jit_compile=True) "
-    "and KERAS_BACKEND=jax on the GPU, and time adamp_tf's AdamP/SGDP optimizer.apply against "
-    "keras.optimizers.AdamW / SGD on the same variables"
-)
+ROOT = Path(__file__).resolve().parents[1]
+#: Keras backend -> (the CPU build constraints.txt pins, the GPU build installed instead)
+KERAS_GPU_BUILDS = {
+    "tensorflow": ("tensorflow-cpu", "tensorflow[and-cuda]"),
+    "jax": ("jax", "jax[cuda12]"),
+}
+#: what tests/keras imports besides the backend (torch comes from the CPU wheel index)
+KERAS_TEST_DEPS = ("keras", "pytest", "hypothesis", "adamp")
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+#: float32 tests compare with float32/float64 references: no TF32 matmuls and convolutions
+#: (the default on Ampere and later GPUs) while tests/keras runs
+KERAS_TEST_ENV = {
+    "tensorflow": {"NVIDIA_TF32_OVERRIDE": "0"},
+    "jax": {"JAX_DEFAULT_MATMUL_PRECISION": "highest"},
+}
+STEP_TIMEOUT_S = 3600  # one install, test run or benchmark
 ADAMP_H = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, delta=0.1)
 ADAMP_H.update(wd_ratio=0.1, nesterov=False, maximize=False)
 SGDP_H = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=1e-4, nesterov=False)
@@ -81,13 +102,25 @@ class Timing:
 
 
 @dataclass
+class KerasRun:
+    """The Keras adapter on one backend: its tests and its optimizer-step timings."""
+
+    backend: str
+    passed: bool
+    detail: str
+    """The test summary line, or what failed."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """One per (gradients, optimizer): keras_bench's row, summarised."""
+
+
+@dataclass
 class Report:
     device: str
     capability: str
     versions: dict[str, str]
     checks: list[Check] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
-    keras: str = KERAS_PLAN
+    keras: list[KerasRun] = field(default_factory=list)
 
 
 # -- tensors ------------------------------------------------------------------------------------
@@ -395,6 +428,119 @@ def check_determinism(device: str = "cuda", model: str = "vit_b16") -> str:
     return f"two runs bitwise equal ({model} shapes, 3 steps)"
 
 
+# -- Keras adapter ------------------------------------------------------------------------------
+
+
+def _pinned(name: str) -> str:
+    """``name``'s version pinned in constraints.txt."""
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement.startswith(f"{name}=="):
+            return requirement.split("==", 1)[1]
+    raise ValueError(f"{name} is not pinned in constraints.txt")
+
+
+def keras_commands(
+    backend: str, envs: Path, json_out: Path
+) -> list[tuple[list[str], dict[str, str]]]:
+    """The Keras part's commands for ``backend``, run from the repository root, each with
+    the environment variables it sets: create the environment, install a CPU torch, then
+    the GPU build of the backend (same version as the CPU build's pin), keras and the
+    test dependencies under constraints.txt, run tests/keras, time the optimizers."""
+    cpu_build, gpu_build = KERAS_GPU_BUILDS[backend]
+    python = str(envs / f"gpu-keras-{backend}" / "bin" / "python")
+    keras_env = {"KERAS_BACKEND": backend}
+    return [
+        ([sys.executable, "-m", "venv", str(Path(python).parents[1])], {}),
+        # first, from the CPU index: adamp (a test dependency) would pull a CUDA torch
+        ([python, "-m", "pip", "install", "--index-url", TORCH_CPU_INDEX,
+          f"torch=={_pinned('torch')}"], {}),
+        ([python, "-m", "pip", "install", "-c", "constraints.txt", "-e", ".", *KERAS_TEST_DEPS,
+          f"{gpu_build}=={_pinned(cpu_build)}"], {}),
+        ([python, "-m", "pytest", "tests/keras", "-q", "-p", "no:cacheprovider"],
+         {**keras_env, **KERAS_TEST_ENV[backend]}),
+        ([python, "-m", "benchmarks.keras_bench", "--backend", backend, "--device", "gpu",
+          "--model", "resnet50", "--json-out", str(json_out)], keras_env),
+    ]  # fmt: skip
+
+
+def _shown(cmd: list[str], env: dict[str, str]) -> str:
+    """``cmd`` as a shell line, with its environment variables in front."""
+    return " ".join([*(f"{k}={v}" for k, v in env.items()), shlex.join(cmd)])
+
+
+def keras_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """keras_bench's JSON summarised: one row per (gradients, optimizer)."""
+    rows = []
+    for sec in data["sections"]:
+        for row in sec["rows"]:
+            rows.append({
+                "backend": sec["framework"], "device": sec["device"], "step": sec["step"],
+                "grads": sec["grad_kind"], "optimizer": row["label"], "status": row["status"],
+                "median_ms": row.get("median_ms"), "ratio": row.get("ratio"),
+                "baseline": row.get("baseline"), "reason": row.get("reason"),
+            })  # fmt: skip
+    return rows
+
+
+def run_keras(backend: str, envs: Path) -> KerasRun:
+    """Run :func:`keras_commands` for ``backend``; stop at the first that fails."""
+    json_out = envs / f"gpu-keras-{backend}" / "keras_bench.json"
+    summary = ""
+    for cmd, extra in keras_commands(backend, envs, json_out):
+        print(f"$ {_shown(cmd, extra)}", flush=True)
+        try:
+            proc = subprocess.run(
+                cmd, cwd=ROOT, env={**os.environ, **extra}, capture_output=True, text=True,
+                timeout=STEP_TIMEOUT_S,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return KerasRun(
+                backend, False, f"timed out after {STEP_TIMEOUT_S} s: {shlex.join(cmd)}"
+            )
+        lines = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:] + proc.stderr[-3000:])
+            last = lines[-1] if lines else ""
+            return KerasRun(backend, False, f"exit {proc.returncode}: {shlex.join(cmd)}: {last}")
+        if cmd[1:3] == ["-m", "pytest"]:
+            summary = f"tests/keras: {lines[-1] if lines else ''}"
+    return KerasRun(backend, True, summary, keras_rows(json.loads(json_out.read_text())))
+
+
+def plan(args: argparse.Namespace) -> str:
+    """What a run with ``args`` does on a CUDA machine, with the Keras part's commands."""
+    lines = ["dry run, nothing is run. On a machine with a CUDA device this would:"]
+    if not args.skip_checks:
+        lines.append(
+            "- check the Triton kernels: python -m adamp_core check --backend torch-triton, "
+            "bf16/fp16 within 1 ulp, no host sync in step(), CUDA graph capture and replay, "
+            "determinism"
+        )
+    if args.models:
+        lines.append(
+            f"- time them against torch's fused AdamW/SGD on {', '.join(args.models)} shapes, "
+            "float32 and bfloat16, random and projection-forcing gradients"
+        )
+    envs = Path(args.keras_envs).resolve()
+    for backend in _keras_backends(args.keras):
+        lines.append(f"- the Keras adapter on {backend}:")
+        json_out = envs / f"gpu-keras-{backend}" / "keras_bench.json"
+        lines += [f"  $ {_shown(cmd, env)}" for cmd, env in keras_commands(backend, envs, json_out)]
+    lines.append(f"- write {Path(args.out) / 'gpu-<device>.json'} and .md, naming the GPU")
+    return "\n".join(lines)
+
+
+def _keras_backends(spec: str) -> list[str]:
+    backends = [] if spec == "none" else [b for b in spec.split(",") if b]
+    unknown = [b for b in backends if b not in KERAS_GPU_BUILDS]
+    if unknown:
+        raise SystemExit(
+            f"--keras: unknown backend(s) {unknown}; choose from {list(KERAS_GPU_BUILDS)}"
+        )
+    return backends
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -431,12 +577,35 @@ def _markdown(report: Report) -> str:
             f"<= {target} {verdict} | {t.state_bytes:,} / {t.torch_state_bytes:,} | "
             f"{t.workspace_bytes:,} |"
         )
-    lines += ["", f"Keras on GPU: {report.keras}", ""]
+    lines += _keras_markdown(report.keras)
     return "\n".join(lines)
+
+
+def _keras_markdown(runs: list[KerasRun]) -> list[str]:
+    """The Keras part's section: test results, then one step of each optimizer."""
+    lines = ["", "## Keras adapter: tests, and one optimizer.apply on ResNet-50's variables", ""]
+    if not runs:
+        return [*lines, "Not run (--keras none).", ""]
+    lines += [f"- {run.backend}: {'pass' if run.passed else 'FAIL'}, {run.detail}" for run in runs]
+    lines += [
+        "",
+        "| backend | device | step | gradients | optimizer | median ms | vs Keras built-in |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for r in run.rows:
+            ms = f"{r['median_ms']:.3f}" if r["median_ms"] is not None else r["status"]
+            ratio = f"{r['ratio']:.2f}x {r['baseline']}" if r["ratio"] is not None else ""
+            lines.append(
+                f"| {r['backend']} | {r['device']} | {r['step']} | {r['grads']} | "
+                f"{r['optimizer']} | {ms} | {ratio} |"
+            )
+    return [*lines, ""]
 
 
 def _failures(report: Report) -> list[str]:
     out = [f"check {c.name}" for c in report.checks if not c.passed]
+    out += [f"keras {run.backend}: {run.detail}" for run in report.keras if not run.passed]
     for t in report.timings:
         name = f"{t.model} {t.dtype} {t.optimizer} {t.grads}"
         if t.ratio > TARGETS[t.optimizer]:
@@ -453,7 +622,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--skip-checks", action="store_true", help="benchmark only")
     parser.add_argument("--require-cuda", action="store_true", help="exit 2 without CUDA")
+    parser.add_argument(
+        "--keras", default="tensorflow,jax", help="Keras backends to test and time, or none"
+    )
+    parser.add_argument(
+        "--keras-envs", default=".nox", help="where the Keras environments are created"
+    )
+    parser.add_argument(
+        "--dry-run", "--plan", action="store_true", help="print what would run, run nothing"
+    )
     args = parser.parse_args(argv)
+    keras_backends = _keras_backends(args.keras)
+    if args.dry_run:
+        print(plan(args))
+        return 0
     import torch
 
     if not torch.cuda.is_available():
@@ -498,7 +680,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{t.ratio:.2f}x",
                         flush=True,
                     )
-    print(f"Keras on GPU: {report.keras}")
+    for backend in keras_backends:
+        started = time.perf_counter()
+        report.keras.append(run_keras(backend, Path(args.keras_envs).resolve()))
+        run = report.keras[-1]
+        took = time.perf_counter() - started
+        print(f"{'pass' if run.passed else 'FAIL'}  keras {backend} ({took:.0f} s): {run.detail}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

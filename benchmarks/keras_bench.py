@@ -5,9 +5,14 @@ Run by :mod:`benchmarks.run` as ``KERAS_BACKEND=<backend> python -m benchmarks.k
 trainable variables of one model (``keras.applications.ResNet50(weights=None)``, or a tiny CNN
 for smoke runs) for Keras's AdamW and SGD and ``adamp_tf``'s AdamP and SGDP, interleaved over
 rounds, with the same restore-before-every-step scheme as the torch benchmark. On TensorFlow
-the step is a ``tf.function(jit_compile=True)`` (XLA); on the torch backend it runs eagerly
-(Keras has no compiled optimizer step there). Gradients: ``random`` or ``orthogonal`` to every
-output-channel slice (the LAST axis of Conv/Dense kernels, SPEC section 6).
+the step is a ``tf.function(jit_compile=True)`` (XLA); on JAX, ``jax.jit`` of
+``optimizer.stateless_apply`` (what a Keras train step compiles); on the torch backend it runs
+eagerly (Keras has no compiled optimizer step there). Gradients: ``random`` or ``orthogonal``
+to every output-channel slice (the LAST axis of Conv/Dense kernels).
+
+``--device gpu`` requires the backend to see a GPU (``benchmarks.gpu`` runs it in an
+environment with GPU builds) and names it in the output. Every timed step ends by waiting
+for the device, so asynchronous GPU work is inside the timing.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import numpy as np
 
 from benchmarks.machine import PeakRss, loadavg
 
-BACKENDS = ("tensorflow", "torch")
+BACKENDS = ("tensorflow", "jax", "torch")
+DEVICES = ("cpu", "gpu")
 FAMILIES = {"AdamP": "AdamW", "SGDP": "SGD"}  # ours -> Keras built-in baseline
 
 
@@ -42,6 +48,52 @@ def _set_threads(backend: str, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def device_name(backend: str, device: str) -> str:
+    """What the step runs on: ``"cpu"``, or the GPU's name on ``device="gpu"``.
+
+    Raises:
+        RuntimeError: ``device="gpu"`` and the backend sees no GPU (a CPU-only build).
+    """
+    if device == "cpu":
+        return "cpu"
+    name = None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    elif backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        name = gpus[0].device_kind if gpus else None
+    else:
+        import torch
+
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    if name is None:
+        raise RuntimeError(f"--device gpu: the {backend} backend sees no GPU")
+    return str(name)
+
+
+def _sync(backend: str) -> Callable[[list[Any]], None]:
+    """``sync(variables)``: wait until the device has finished all work queued so far."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return lambda variables: tf.test.experimental.sync_devices()
+    if backend == "jax":
+        import jax
+
+        return lambda variables: jax.block_until_ready([v.value for v in variables])
+    import torch
+
+    if torch.cuda.is_available():
+        return lambda variables: torch.cuda.synchronize()
+    return lambda variables: None
 
 
 def _model(name: str) -> Any:
@@ -132,12 +184,16 @@ def _optimizers() -> list[tuple[str, str, Callable[[], Any] | None, str | None]]
 
 
 def run(backend: str, model_name: str, kinds: list[str], rounds: int, steps: int,
-        warmup: int, threads: int, log: Callable[[str], None]) -> list[dict[str, Any]]:  # fmt: skip
+        warmup: int, threads: int, log: Callable[[str], None],
+        device: str = "cpu") -> list[dict[str, Any]]:  # fmt: skip
+    """Time every optimizer on ``model_name``'s variables; one section per gradient kind."""
     import keras
 
     _set_threads(backend, threads)
     if keras.backend.backend() != backend:
         raise RuntimeError(f"KERAS_BACKEND is {keras.backend.backend()!r}, expected {backend!r}")
+    where = device_name(backend, device)
+    sync = _sync(backend)
     model = _model(model_name)
     variables = list(model.trainable_variables)
     weights = [keras.ops.convert_to_numpy(v.value) for v in variables]
@@ -154,9 +210,11 @@ def run(backend: str, model_name: str, kinds: list[str], rounds: int, steps: int
 
     def timed(step: Callable[[], Any]) -> tuple[float, int | None]:
         restore()
+        sync(variables)
         peak.start()
         t0 = time.perf_counter()
         step()
+        sync(variables)
         dt = time.perf_counter() - t0
         return dt, peak.stop()
 
@@ -217,14 +275,14 @@ def run(backend: str, model_name: str, kinds: list[str], rounds: int, steps: int
         _finish_rows(rows)
         sections.append({
             "framework": f"keras/{backend}",
-            "device": "cpu",
+            "device": where,
             "set": f"keras {model_name}",
             "grad_kind": kind,
             "params": total,
             "tensors": len(variables),
             "census": keras_census(weights, grads_np[kind]),
             "carried_over": index > 0,
-            "step": "tf.function(jit_compile=True)" if backend == "tensorflow" else "eager",
+            "step": STEP_KIND[backend],
             "rounds": rounds,
             "steps_per_round": steps,
             "warmup": warmup if index == 0 else 1,
@@ -235,6 +293,13 @@ def run(backend: str, model_name: str, kinds: list[str], rounds: int, steps: int
     return sections
 
 
+STEP_KIND = {
+    "tensorflow": "tf.function(jit_compile=True)",
+    "jax": "jax.jit(stateless_apply)",
+    "torch": "eager",
+}
+
+
 def _step_fn(backend: str, opt: Any, variables: list[Any], current: list[Any]) -> Callable[[], Any]:
     """A no-argument step applying ``current[0]`` (the gradients) to ``variables``."""
     opt.build(variables)
@@ -243,6 +308,19 @@ def _step_fn(backend: str, opt: Any, variables: list[Any], current: list[Any]) -
 
         fn = tf.function(lambda gs: opt.apply(gs, variables), jit_compile=True)
         return lambda: fn(current[0])
+    if backend == "jax":
+        import jax
+
+        stateless = jax.jit(opt.stateless_apply)
+
+        def step() -> None:
+            weights, state = stateless(
+                [v.value for v in opt.variables], current[0], [v.value for v in variables]
+            )
+            for var, value in zip([*variables, *opt.variables], [*weights, *state]):
+                var.assign(value)
+
+        return step
     return lambda: opt.apply(current[0], variables)
 
 
@@ -272,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: require a GPU")
     ap.add_argument("--json-out", required=True)
     a = ap.parse_args(argv)
     if os.environ.get("KERAS_BACKEND") != a.backend:
@@ -282,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     sections = run(a.backend, a.model, a.grads.split(","), a.rounds, a.steps, a.warmup,
-                   a.threads, log)  # fmt: skip
+                   a.threads, log, a.device)  # fmt: skip
     with open(a.json_out, "w") as fh:
         json.dump({"sections": sections}, fh)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -39,6 +40,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma list from {sorted(shapes.SETS)} (default {DEFAULT_SETS})",
     )
     ap.add_argument("--grads", default=",".join(GRAD_KINDS), help="random,orthogonal")
+    ap.add_argument(
+        "--select",
+        default=None,
+        help="time only the torch candidates whose label matches this regular expression "
+        "(keep the baselines: ratios need them), e.g. 'ours \\w+\\(\\)|torch|authors'",
+    )
+    ap.add_argument(
+        "--dtypes",
+        default=None,
+        help="storage dtypes of the torch weights, gradients and state, comma list from "
+        "float32, bfloat16, float16 (default float32,bfloat16, float32 with --quick; each "
+        "gets its own tables)",
+    )
     ap.add_argument(
         "--keras",
         default="tensorflow,torch",
@@ -78,6 +92,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if a.quick:
         a.sets, a.rounds, a.steps, a.warmup, a.keras_model = "tiny", 2, 1, 1, "tiny"
         a.compile_sets = "none"
+    a.dtypes = a.dtypes or ("float32" if a.quick else "float32,bfloat16")
     a.name = a.name or ("quick" if a.quick else "latest")
     a.keras_rounds = a.keras_rounds or a.rounds
     return a
@@ -100,9 +115,12 @@ def _torch_sections(a: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         for set_name in a.sets.split(","):
             fams = tuple(a.compile.split(",")) if set_name in a.compile_sets.split(",") else ()
             cands = torch_candidates.all_candidates(device, fams)
-            sections += torch_bench.run(set_name, a.grads.split(","), cands, rounds=a.rounds,
-                                        steps=a.steps, warmup=a.warmup, device=device,
-                                        log=_log)  # fmt: skip
+            if a.select:
+                cands = [c for c in cands if re.search(a.select, c.label)]
+            for dtype in a.dtypes.split(","):
+                sections += torch_bench.run(set_name, a.grads.split(","), cands,
+                                            rounds=a.rounds, steps=a.steps, warmup=a.warmup,
+                                            device=device, dtype=dtype, log=_log)  # fmt: skip
     return sections, cuda_note
 
 

@@ -44,6 +44,7 @@ class Row:
     first_step_s: float | None = None
     warmup_s: list[float] = field(default_factory=list)
     state_bytes: int | None = None
+    scratch_bytes: int | None = None
     step_peak_bytes: int | None = None
     max_rel_diff: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -59,18 +60,27 @@ class Row:
             d["median_ms"] = statistics.median(self.times_ms)
             d["p25_ms"], d["p75_ms"] = (q[0], q[2]) if q else (None, None)
             d["median_cpu_ms"] = statistics.median(self.cpu_ms)
-        if self.state_bytes is not None:
-            d["state_bytes_per_param"] = self.state_bytes / total_params
+        for key in ("state_bytes", "scratch_bytes", "step_peak_bytes"):
+            value = getattr(self, key)
+            if value is not None:
+                d[f"{key}_per_param"] = value / total_params
         return d
 
 
-def _state_bytes(opt: torch.optim.Optimizer, exclude: set[int]) -> int:
-    """Bytes of the distinct tensor storages reachable from the optimizer object (its
-    ``state``, and any scratch buffers or caches it keeps in attributes), excluding the
-    storages in ``exclude`` (the weights and gradients). Containers and plain objects are
-    followed a few levels deep; torch modules' internals are not."""
+def _state_bytes(opt: torch.optim.Optimizer, exclude: set[int]) -> tuple[int, int]:
+    """(state, kept scratch): bytes of the distinct tensor storages reachable from the
+    optimizer's ``state``, then of the others reachable from the object (scratch buffers or
+    caches it keeps in attributes), excluding the storages in ``exclude`` (the weights and
+    gradients). Containers and plain objects are followed a few levels deep; torch modules'
+    internals are not."""
+    state = _reachable([(opt.state, 0)], exclude)
+    rest = _reachable([(vars(opt), 0)], exclude | set(state))
+    return sum(state.values()), sum(rest.values())
+
+
+def _reachable(stack: list[tuple[Any, int]], exclude: set[int]) -> dict[int, int]:
+    """Bytes of each tensor storage reachable from the objects on ``stack``, by address."""
     seen: dict[int, int] = {}
-    stack: list[tuple[Any, int]] = [(opt.state, 0), (vars(opt), 0)]
     visited: set[int] = set()
     while stack:
         obj, depth = stack.pop()
@@ -90,7 +100,7 @@ def _state_bytes(opt: torch.optim.Optimizer, exclude: set[int]) -> int:
             stack.append((vars(obj), depth + 1))
         elif hasattr(obj, "__slots__"):
             stack += [(getattr(obj, n), depth + 1) for n in obj.__slots__ if hasattr(obj, n)]
-    return sum(seen.values())
+    return seen
 
 
 class _Clock:
@@ -178,6 +188,7 @@ class _Live:
     step: Callable[[], Any]
     mutates_grads: bool
     state_bytes: int | None
+    scratch_bytes: int | None
     row: Row
 
 
@@ -199,7 +210,7 @@ def _start(cand: Candidate, bench: _Bench, warmup: int, log: Any) -> tuple[Row, 
                 row.notes.append("modifies p.grad in place (grads restored every step)")
                 bench.restore(True)
         row.first_step_s = row.warmup_s[0]
-        row.state_bytes = _state_bytes(opt, bench.storages)
+        row.state_bytes, row.scratch_bytes = _state_bytes(opt, bench.storages)
         if cand.compiled:
             secs = " + ".join(f"{t:.1f}" for t in row.warmup_s)
             row.notes.append(f"compiles in its warm-up steps: {secs} s")
@@ -209,13 +220,13 @@ def _start(cand: Candidate, bench: _Bench, warmup: int, log: Any) -> tuple[Row, 
         bench.restore(True)
         return row, None
     log(f"  {cand.label}: first step {row.first_step_s:.3f}s")
-    return row, _Live(cand, step, mutates, row.state_bytes, row)
+    return row, _Live(cand, step, mutates, row.state_bytes, row.scratch_bytes, row)
 
 
 def _carry_over(live: _Live, bench: _Bench, kind: str) -> Row:
     """A fresh row for ``live`` on new gradients, after one untimed step on them."""
     row = Row(live.cand.label, live.cand.family, live.cand.role, notes=list(live.cand.notes))
-    row.state_bytes = live.state_bytes
+    row.state_bytes, row.scratch_bytes = live.state_bytes, live.scratch_bytes
     dt, _, _ = bench.timed_step(live.step, live.mutates_grads)
     row.first_step_s = dt
     row.warmup_s = [dt]
@@ -236,17 +247,19 @@ def run(
     steps: int,
     warmup: int,
     device: str = "cpu",
+    dtype: str = "float32",
     log: Any = print,
 ) -> list[dict[str, Any]]:
     """Time every candidate on ``set_name``, one section per gradient kind (JSON-able: rows,
-    medians, ratios against the family baselines, projection census, load).
+    medians, ratios against the family baselines, projection census, load). ``dtype``: the
+    storage dtype of weights and gradients (so of every optimizer's state).
 
     The optimizers are built once and carried from one gradient kind to the next (the same
     objects, so a compiled step compiles once); each later kind starts with one untimed step.
     """
     shapes = shape_sets.build(set_name)
     total = shape_sets.total(shapes)
-    params = workload.make_params(shapes, device=device)
+    params = [p.to(getattr(torch, dtype)) for p in workload.make_params(shapes, device=device)]
     grads_by_kind = {k: workload.make_grads(params, k) for k in grad_kinds}
     bench = _Bench(params, [g.clone() for g in grads_by_kind[grad_kinds[0]]], device)
     sections = []
@@ -256,7 +269,7 @@ def run(
         bench.load_grads(grads_by_kind[kind])
         census = workload.projection_census(params, grads_by_kind[kind])
         load_start = loadavg()
-        log(f"torch {device} {set_name} {kind}: {census.describe()}")
+        log(f"torch {device} {set_name} {dtype} {kind}: {census.describe()}")
         if index == 0:
             for cand in candidates:
                 row, started = _start(cand, bench, warmup, log)
@@ -270,6 +283,10 @@ def run(
         order = [c.label for c in candidates]
         rows.sort(key=lambda r: order.index(r.label))
         _time_rounds(bench, live, rounds, steps, log)
+        for lv in live:  # kept scratch can grow with the gradients (projected tensors)
+            opt = getattr(lv.step, "__self__", None)
+            if isinstance(opt, torch.optim.Optimizer):
+                lv.row.state_bytes, lv.row.scratch_bytes = _state_bytes(opt, bench.storages)
         _agreement(bench, live)
         if bench.cuda:
             for lv in live:
@@ -280,6 +297,7 @@ def run(
                 "framework": "torch",
                 "device": device,
                 "set": set_name,
+                "dtype": dtype,
                 "grad_kind": kind,
                 "params": total,
                 "tensors": len(shapes),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import keras
 from keras import ops
 
 from adamp_core.functional import compute_dtype
@@ -124,8 +125,15 @@ def _row_view(shape: tuple[int, ...], channel_axes: Axes) -> tuple[tuple[int, ..
     2-D array faster than several leading axes of the original shape (the whole AdamP
     step on ResNet-50's variables under ``jit_compile`` took about 20% less time).
     Other layouts keep their shape. Reshapes of contiguous arrays copy nothing.
+
+    On the JAX backend every variable keeps its shape: a variable may be sharded
+    (``keras.distribution``), and merging a sharded axis with others (a conv kernel
+    split on its input channels, a depthwise kernel on its multiplier) makes XLA gather
+    the whole variable on every device, or, on a mesh with explicit axes, fails to trace.
     """
     ndim = len(shape)
+    if keras.backend.backend() == "jax":
+        return shape, tuple(a for a in range(ndim) if a not in channel_axes)
     channels = math.prod(shape[a] for a in channel_axes)
     row_len = math.prod(shape[a] for a in range(ndim) if a not in channel_axes)
     if channel_axes == tuple(range(ndim - len(channel_axes), ndim)):

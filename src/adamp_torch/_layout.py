@@ -13,7 +13,9 @@ order (output channel innermost in memory) is ``(A, R, 1)``.
 
 Tensors whose memory cannot be seen that way (gaps, overlaps, a dtype the math does
 not run in, such as float16) get a contiguous working copy in the compute dtype that is
-written back after the step: :class:`Slot` hides the difference.
+written back after the step: :class:`Slot` hides the difference. Working copies live in
+scratch buffers as large as one bounded batch (``functional._sub_batches``), never as
+large as the model.
 """
 
 from __future__ import annotations
@@ -148,18 +150,23 @@ class Slot:
     ``Slot(t, frame, dtype).data`` is ``t`` itself (or a permuted view of it) when ``t``
     already has that layout and dtype, else a working copy; :meth:`write_back` copies a
     working copy back into ``t`` (rounding to ``t``'s dtype) and does nothing for a view.
+    ``into``: where the working copy goes (a kernel-shape tensor of ``dtype``, typically a
+    view of a reused scratch buffer); a fresh tensor without it.
     """
 
     __slots__ = ("copied", "data", "target")
 
-    def __init__(self, tensor: Tensor, frame: Frame, dtype: torch.dtype):
+    def __init__(
+        self, tensor: Tensor, frame: Frame, dtype: torch.dtype, into: Tensor | None = None
+    ):
         self.target = tensor
         view = frame.kernel_view(tensor) if tensor.dtype == dtype else None
         self.copied = view is None
         if view is None:
             permuted = tensor.permute(frame.perm) if frame.perm else tensor
-            view = torch.empty(frame.kernel_shape, dtype=dtype, device=tensor.device)
-            view.copy_(permuted)
+            if into is None:
+                into = torch.empty(frame.kernel_shape, dtype=dtype, device=tensor.device)
+            view = into.copy_(permuted)
         self.data: Tensor = view
 
     def write_back(self, frame: Frame) -> None:

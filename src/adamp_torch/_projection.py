@@ -145,6 +145,18 @@ class Workspace:
         self._parts.clear()
 
 
+SHORT_ROW = 16
+"""Rows at most this long take a product and a sum instead of a batched matrix product:
+one tiny product per row is mostly call overhead (about 50x a fused AdamW step on a
+``(4M, 1)`` tensor)."""
+
+
+def products_in_scratch(frame: Frame) -> bool:
+    """Whether :func:`_row_dot` puts this tensor's products in scratch (a batched matrix
+    product does not need any)."""
+    return frame.projectable and (not frame.rows_first or frame.shape3[2] <= SHORT_ROW)
+
+
 def _row_dot(frame: Frame, p_rows: Tensor, y_rows: Tensor, scratch: Tensor | None) -> Tensor:
     """``<P_r, Y_r>`` for every row of one tensor, shaped ``(R, 1, 1)`` (flatten after
     concatenating: one view instead of one per tensor), from :meth:`Frame.row_view` views.
@@ -152,16 +164,19 @@ def _row_dot(frame: Frame, p_rows: Tensor, y_rows: Tensor, scratch: Tensor | Non
     Contiguous rows (the common case) take the inner products as a batched product of
     ``(R, 1, B)`` by ``(R, B, 1)`` views: it reads each input once and writes nothing large
     (eager torch has no reduction kernel over a product of two inputs; on CPU this is about
-    1.5x faster than a product into a buffer followed by a sum). Other layouts put the
-    products into ``scratch`` (a flat buffer at least as large as the tensor; a fresh
-    temporary without one, which on CPU pays page faults) and sum them.
+    1.5x faster than a product into a buffer followed by a sum). Short rows and other
+    layouts put the products into ``scratch`` (a flat buffer at least as large as the
+    tensor; a fresh temporary without one, which on CPU pays page faults) and sum them.
     """
-    if frame.rows_first:
+    if frame.rows_first and frame.shape3[2] > SHORT_ROW:
         # (transposing the (R, 1, B) view, not viewing as (R, B, 1): same memory, but
         # the strides of the transpose take a kernel about 2x faster on CPU)
         return torch.bmm(p_rows, y_rows.transpose(1, 2))
     product = None if scratch is None else scratch[: p_rows.numel()].view(p_rows.shape)
-    return torch.mul(p_rows, y_rows, out=product).sum(dim=(0, 2)).view(-1, 1, 1)
+    product = torch.mul(p_rows, y_rows, out=product)
+    if frame.rows_first:
+        return product.sum(dim=2, keepdim=True)
+    return product.sum(dim=(0, 2)).view(-1, 1, 1)
 
 
 def _row_norm(frame: Frame, rows: Tensor) -> Tensor:

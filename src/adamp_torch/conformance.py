@@ -12,15 +12,23 @@ optimizer classes on CPU tensors of the suite's dtype:
 A separate entry point, :func:`triton_backends`, announces ``torch-triton``: the fused
 Triton kernels (``adamp_torch._triton``) called directly, never another path: on CUDA, or
 on CPU when ``TRITON_INTERPRET=1`` is set (opt-in there: the interpreter is slow);
-anywhere else it is listed as not checked.
+anywhere else it is listed as not checked. Another, :func:`fsdp2_backends`, announces
+``torch-fsdp2``: the default path on DTensor parameters sharded over two gloo ranks that
+it spawns on this machine, alternating ``Shard(0)`` (FSDP2) and ``Shard(1)`` (tensor
+parallel) placements (opt-in: the ranks take seconds to start).
 
 Importing this module does not import torch; the factories do, on first call.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import multiprocessing as mp
+import os
+import tempfile
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -28,10 +36,12 @@ import numpy as np
 from adamp_core.testing import Backend, OptimizerFactory
 
 __all__ = [
+    "Fsdp2UnderTest",
     "TorchUnderTest",
     "TritonUnavailable",
     "TritonUnderTest",
     "backends",
+    "fsdp2_backends",
     "make_factory",
     "make_triton_factory",
     "triton_backends",
@@ -203,3 +213,158 @@ def triton_backends() -> list[Backend]:
         "through triton's interpreter",
         name="triton",
     )
+
+
+# -- torch-fsdp2: DTensor shards on spawned gloo ranks ---------------------------------------
+
+#: Seconds a rank may take to answer (a hung collective fails the check instead of hanging).
+_RANK_TIMEOUT = 120
+
+
+def _placement(index: int, ndim: int) -> Any:
+    """``Shard(1)`` (tensor parallel) for every other matrix, else ``Shard(0)`` (FSDP2)."""
+    from torch.distributed.tensor import Shard
+
+    return Shard(1) if ndim >= 2 and index % 2 else Shard(0)
+
+
+def _serve(rank: int, world: int, store: str, conn: Any) -> None:
+    """A rank's loop: build optimizers over DTensor shards, step them, return full weights."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import distribute_tensor
+
+    import adamp_torch
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=_RANK_TIMEOUT),
+    )
+    mesh = init_device_mesh("cpu", (world,))
+    runs: dict[int, tuple[list[Any], Any]] = {}
+
+    def shard(arrays: Sequence[np.ndarray]) -> list[Any]:
+        return [
+            distribute_tensor(
+                torch.tensor(np.array(a)), mesh, [_placement(i, a.ndim)], src_data_rank=None
+            )
+            for i, a in enumerate(arrays)
+        ]
+
+    while True:
+        command, run, payload = conn.recv()
+        try:
+            if command == "close":
+                break
+            if command == "new":
+                optimizer, arrays, hparams = payload
+                params = shard(arrays)
+                runs[run] = (params, getattr(adamp_torch, optimizer)(params, **hparams))
+                reply: Any = None
+            elif command == "step":
+                params, opt = runs[run]
+                for p, g in zip(params, shard(payload)):
+                    p.grad = g
+                opt.step()
+                reply = None
+            else:  # "get": every rank gathers (a collective), rank 0 answers
+                reply = [p.full_tensor().numpy() for p in runs[run][0]]
+            conn.send(("ok", reply if rank == 0 else None))
+        except Exception as exc:
+            conn.send(("error", f"rank {rank}: {type(exc).__name__}: {exc}"))
+    dist.destroy_process_group()
+
+
+class _Ranks:
+    """Two gloo ranks in child processes, driven by this process through pipes."""
+
+    def __init__(self, world: int = 2):
+        ctx = mp.get_context("spawn")
+        self._dir = tempfile.TemporaryDirectory()
+        store = os.path.join(self._dir.name, "store")
+        self.conns, self.procs = [], []
+        for rank in range(world):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(rank, world, store, child), daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        self.runs = 0
+
+    def call(self, command: str, run: int, payload: Any = None) -> Any:
+        """Send a command to every rank; rank 0's answer."""
+        for conn in self.conns:
+            conn.send((command, run, payload))
+        answers = []
+        for rank, conn in enumerate(self.conns):
+            if not conn.poll(_RANK_TIMEOUT):
+                self.close()
+                raise RuntimeError(f"rank {rank} did not answer within {_RANK_TIMEOUT} s")
+            answers.append(conn.recv())
+        errors = [value for status, value in answers if status == "error"]
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        return answers[0][1]
+
+    def close(self) -> None:
+        for conn, proc in zip(self.conns, self.procs):
+            if proc.is_alive():
+                try:
+                    conn.send(("close", 0, None))
+                except OSError:
+                    pass
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+        self.procs = []
+        self._dir.cleanup()
+
+
+_RANKS: list[_Ranks] = []
+
+
+def _ranks() -> _Ranks:
+    """The ranks of this process, started on first use and stopped at exit."""
+    if not _RANKS:
+        _RANKS.append(_Ranks())
+        atexit.register(_RANKS[0].close)
+    return _RANKS[0]
+
+
+class Fsdp2UnderTest:
+    """An ``adamp_torch`` optimizer over DTensor shards on two spawned gloo ranks, behind
+    the suite's interface (the weights it returns are gathered from the ranks)."""
+
+    def __init__(self, optimizer: str, params: Sequence[np.ndarray], hparams: dict[str, Any]):
+        self.ranks = _ranks()
+        self.ranks.runs += 1
+        self.run = self.ranks.runs
+        self.ranks.call("new", self.run, (optimizer, [np.array(p) for p in params], hparams))
+
+    def step(self, grads: Sequence[np.ndarray]) -> None:
+        self.ranks.call("step", self.run, [np.asarray(g) for g in grads])
+
+    def get_params(self) -> list[np.ndarray]:
+        return list(self.ranks.call("get", self.run))
+
+
+def fsdp2_backends() -> list[Backend]:
+    """``torch-fsdp2`` (opt-in): see the module doc.
+
+    Raises:
+        ModuleNotFoundError: torch, or its distributed package with gloo, is missing.
+    """
+    if importlib.util.find_spec("torch") is None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        raise ModuleNotFoundError(
+            "torch.distributed with the gloo backend is not available", name="torch.distributed"
+        )
+    return [Backend("torch-fsdp2", Fsdp2UnderTest, opt_in=True)]

@@ -15,13 +15,25 @@ inputs, then picks one named implementation for every (device, dtype) batch:
   ``TRITON_INTERPRET=1``): three fused kernel launches per batch, for the tensors whose
   layout the kernels take (the others take the paths above in the same step).
 
+DTensor parameters (FSDP2, tensor parallel) are stepped on their local shards by
+:func:`_sharded_path`, which completes the sums of the test across ranks (``_sharded``).
+
 The two batched paths share their control flow; AdamP and SGDP supply what differs (the
 direction and the kernels that finish a tensor) as a :class:`_Rule`. The algorithm is
 written out in ``docs/algorithm.md``. Axis 0 of each tensor is its output channel.
+
+Memory: the batched paths run on sub-batches of at most :data:`_CHUNK_NUMEL` elements (or
+one larger tensor), so every working copy, scratch buffer and temporary is bounded by
+``max(chunk, largest tensor)``; the only full-size memory kept is the state. bfloat16 /
+float16 storage keeps its state in that dtype; the math runs in float32 on working copies
+of one sub-batch, rounded once on the way back, except for AdamP tensors the test does not
+project, which torch's fused AdamW kernel updates in their storage (float32 math per
+element, the same rounding) without copies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,15 +43,17 @@ from torch import Tensor
 
 from adamp_core.validation import validate_variant
 
-from . import _triton
+from . import _sharded, _triton
 from ._layout import Frame, Scalar, Slot, compute_dtype, is_compiling
 from ._projection import (
+    SHORT_ROW,
     Decision,
     Plan,
     Workspace,
     apply_update,
     decay_in_place,
     decide,
+    products_in_scratch,
     project_and_apply,
     project_in_place,
     shift_coefficients,
@@ -190,8 +204,79 @@ def _float64(steps: Tensor) -> Tensor:
 # -- the batched paths --------------------------------------------------------------------------
 
 
+_CHUNK_NUMEL = 1 << 22
+"""Elements per sub-batch (:func:`_sub_batches`): every working copy and scratch buffer of
+a step is bounded by ``max(this, largest tensor)``, not by the size of the model."""
+
+
+def _sub_batches(
+    params: Sequence[Tensor], index: Sequence[int], chunk: int | None = None
+) -> list[list[int]]:
+    """``index`` cut into consecutive runs of at most ``chunk`` (default
+    :data:`_CHUNK_NUMEL`) elements; a larger tensor is a run of its own. Decisions are per
+    tensor, so runs are independent; bounding them bounds every copy and scratch buffer of
+    the batched paths."""
+    return _runs([(i, params[i].numel()) for i in index], chunk)
+
+
+def _runs(items: Sequence[tuple[int, int]], chunk: int | None = None) -> list[list[int]]:
+    """The keys of ``(key, numel)`` items in consecutive runs of at most ``chunk`` (default
+    :data:`_CHUNK_NUMEL`) elements, a larger item alone."""
+    limit = _CHUNK_NUMEL if chunk is None else chunk
+    runs: list[list[int]] = [[]]
+    size = 0
+    for key, n in items:
+        if runs[-1] and size + n > limit:
+            runs.append([])
+            size = 0
+        runs[-1].append(key)
+        size += n
+    return runs
+
+
+def _whole_batch(params: Sequence[Tensor], index: Sequence[int], sharded: bool) -> bool:
+    """Whether a batch runs whole rather than in sub-batches: DTensor batches (every rank
+    must reduce the same tensors together), and float32/float64 batches on the host path,
+    which need no working copies (AdamP bounds its direction scratch itself, see
+    :meth:`_AdamPRule.finish_projected`) and would only pay the sub-batches' overhead."""
+    first = params[index[0]]
+    wide = compute_dtype(first.dtype) == first.dtype
+    return sharded or (wide and _batched_path(first.device) is _host_split)
+
+
+_SCREEN_MIN_ROWS = 1 << 12
+"""Tensors with at least this many short rows are screened (:func:`_screened`)."""
+_SCREEN_SAMPLE = 64
+"""Rows a screen reads."""
+
+
+def _screened(frame: Frame, param: Tensor, grad: Tensor, delta: float, eps: float) -> Frame:
+    """``frame``, or its one-row form when ``param`` has many short rows and one of its
+    first rows already fails the channel test (``max |cos| >= delta / sqrt(n)``: the
+    channel view cannot pass, so only the layer view is left).
+
+    With one row, the channel test and projection *are* the layer view's, so the outcome
+    is unchanged, but the per-row statistics, as large as the tensor for rows of one
+    element, are never computed. The sample's cosines are taken in float64 and must clear
+    the threshold by a margin, so rounding cannot make the screen disagree with the test.
+    """
+    if not frame.projectable or frame.row_length > SHORT_ROW or frame.rows < _SCREEN_MIN_ROWS:
+        return frame
+    p = param[:_SCREEN_SAMPLE].reshape(min(_SCREEN_SAMPLE, frame.rows), -1).double()
+    g = grad[:_SCREEN_SAMPLE].reshape(p.shape).double()
+    norms = p.norm(dim=1).clamp_min(eps) * g.norm(dim=1).clamp_min(eps)
+    cos = (p * g).sum(dim=1).abs() / norms
+    if float(cos.max()) < delta / math.sqrt(frame.row_length) * (1 + 1e-3):
+        return frame
+    return dataclasses.replace(frame, shape3=(1, 1, frame.numel))
+
+
 class _Batch:
-    """One (device, dtype) batch of tensors brought into the kernel's layout (``_layout``)."""
+    """One (device, dtype) batch of tensors brought into the kernel's layout (``_layout``).
+
+    Working copies (other layouts, 16-bit storage) are views of one workspace buffer per
+    role, as large as the batch: callers bound the batch (:func:`_sub_batches`).
+    """
 
     def __init__(
         self,
@@ -199,60 +284,119 @@ class _Batch:
         params: Sequence[Tensor],
         workspace: Workspace | None,
         delta: float,
+        screen: tuple[Sequence[Tensor], float] | None = None,
     ):
+        """``screen``: the gradients and eps, to give tensors of many short rows whose
+        channel test a sample of rows already fails the layer view alone
+        (:func:`_screened`; it reads values on the host, so only for host decisions)."""
         self.index = list(index)
         first = params[self.index[0]]
         self.device = first.device
         self.dtype = compute_dtype(first.dtype)
+        #: 16-bit storage: the math runs on float32 copies, rounded once when written back.
+        self.low_precision = first.dtype != self.dtype
         compiling = is_compiling()
         self.frames = [Frame.of(params[i], compiling) for i in self.index]
+        if screen is not None:
+            grads, eps = screen
+            self.frames = [
+                _screened(f, params[i], grads[i], delta, eps)
+                for f, i in zip(self.frames, self.index)
+            ]
         self.workspace = None if compiling else workspace
         if self.workspace is not None:
             self.plan = self.workspace.plan(self.frames, delta, self.dtype, self.device)
         else:
             self.plan = Plan.build(self.frames, delta, self.dtype, self.device)
-        self.written: list[tuple[Slot, Frame]] = []
-        self.p = self.bind(params, write=True)
+        self.written: dict[int, list[tuple[Slot, Frame]]] = {}
+        self.p = self.bind(params, "param", write=True)
 
-    def bind(self, tensors: Sequence[Tensor], write: bool) -> list[Tensor]:
-        """The batch's entries of ``tensors`` in kernel layout (written back if ``write``)."""
-        out = []
-        for i, frame in zip(self.index, self.frames):
-            tensor = tensors[i]
+    def bind(
+        self,
+        tensors: Sequence[Tensor],
+        role: str,
+        write: bool,
+        where: Sequence[int] | None = None,
+        out: list[Tensor] | None = None,
+    ) -> list[Tensor]:
+        """The batch's entries of ``tensors`` in kernel layout and compute dtype.
+
+        Args:
+            tensors: the caller's list (indexed like the parameters).
+            role: names the workspace buffer that holds this list's working copies.
+            write: write working copies back in :meth:`finish`.
+            where: batch positions to bind (``None``: all); the others keep the caller's
+                tensor, which the kernel must not read.
+            out: a list from an earlier call to update in place (``None``: a new one).
+        """
+        if out is None:
+            out = _pick(tensors, self.index)
+        copies: list[Tensor] | None = None
+        for k in range(len(self.index)) if where is None else where:
+            tensor, frame = tensors[self.index[k]], self.frames[k]
             if frame.identity and tensor.dtype == self.dtype and tensor.is_contiguous():
-                out.append(tensor)  # already in kernel layout: nothing to write back
+                out[k] = tensor  # already in kernel layout: nothing to write back
                 continue
-            slot = Slot(tensor, frame, self.dtype)
-            if write and slot.copied:
-                self.written.append((slot, frame))
-            out.append(slot.data)
+            view = frame.kernel_view(tensor) if tensor.dtype == self.dtype else None
+            if view is not None:
+                out[k] = view
+                continue
+            if copies is None:
+                copies = self.scratch(role)
+            slot = Slot(tensor, frame, self.dtype, into=copies[k])
+            if write:
+                self.written.setdefault(k, []).append((slot, frame))
+            out[k] = slot.data
         return out
 
-    def scratch(self, name: str) -> list[Tensor]:
+    def storage(self, lists: Sequence[Sequence[Tensor]], k: int) -> list[Tensor] | None:
+        """Position ``k`` of each of ``lists`` in kernel layout *in its own dtype* (views of
+        the caller's memory, for kernels that read 16-bit storage themselves), or ``None``
+        if one of them has no such view."""
+        frame = self.frames[k]
+        views = [frame.kernel_view(t[self.index[k]]) for t in lists]
+        return None if any(v is None for v in views) else views  # type: ignore[return-value]
+
+    def scratch(self, name: str, where: Sequence[int] | None = None) -> list[Tensor]:
         """One uninitialised kernel-layout tensor per entry, views of one flat buffer kept
-        in the workspace (one buffer: one fill and no page faults after the first step)."""
-        sizes = [f.numel for f in self.frames]
+        in the workspace (one buffer: one fill and no page faults after the first step).
+
+        ``where``: only these positions get room, packed from the start of the buffer (the
+        others get empty placeholders), for scratch used up before the next call.
+        """
+        chosen = range(len(self.frames)) if where is None else where
+        sizes = [self.frames[k].numel for k in chosen]
         total = sum(sizes)
         if self.workspace is None:
             flat = torch.empty((total,), dtype=self.dtype, device=self.device)
         else:
             key = (name, self.dtype, self.device)
             flat = self.workspace.at_least(key, total, self.dtype, self.device)[:total]
-        return [part.view(f.kernel_shape) for part, f in zip(flat.split(sizes), self.frames)]
+        out = [flat[:0]] * len(self.frames)
+        for k, part in zip(chosen, flat.split(sizes)):
+            out[k] = part.view(self.frames[k].kernel_shape)
+        return out
 
     def product_scratch(self) -> Tensor | None:
-        """A flat buffer for the per-row products of ``(A, R, B)`` row views, as large as
-        the largest such tensor; ``None`` (temporaries) without a workspace or such rows."""
-        sizes = [f.numel for f in self.frames if f.projectable and f.shape3[0] != 1]
+        """A flat buffer for the per-row products of short or ``(A, R, B)`` rows, as large
+        as the largest such tensor; ``None`` (temporaries) without a workspace or such rows."""
+        sizes = [f.numel for f in self.frames if products_in_scratch(f)]
         if self.workspace is None or not sizes:
             return None
         key = ("products", self.dtype, self.device)
         return self.workspace.at_least(key, max(sizes), self.dtype, self.device)
 
-    def finish(self) -> None:
-        """Write working copies back into the caller's tensors."""
-        for slot, frame in self.written:
-            slot.write_back(frame)
+    def finish(self, where: Sequence[int] | None = None) -> None:
+        """Write working copies back into the caller's tensors (positions ``where``;
+        ``None``: all not yet written)."""
+        for k in list(self.written) if where is None else where:
+            for slot, frame in self.written.pop(k, ()):
+                slot.write_back(frame)
+
+    def discard(self, where: Sequence[int]) -> None:
+        """Forget the working copies of positions ``where`` (updated in their own storage)."""
+        for k in where:
+            self.written.pop(k, None)
 
 
 def _pick(tensors: Sequence[Tensor], positions: Sequence[int]) -> list[Tensor]:
@@ -285,10 +429,49 @@ class _Rule:
     #: The test's outcome, set by :func:`_host_split`.
     decision: Decision
 
-    def __init__(self, batch: _Batch, grads: list[Tensor]):
+    def __init__(
+        self,
+        batch: _Batch,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        states: dict[str, Sequence[Tensor]],
+    ):
+        """``params``, ``grads`` and each of ``states`` (by workspace role) are the caller's
+        lists, indexed like the parameters; the batch picks its entries."""
         self.batch = batch
-        self.g = grads
+        self._sources = {"param": params, "grad": grads, **states}
+        self.g = batch.bind(grads, "grad", write=False)
+        #: Each state list in kernel layout, bound on first use (:meth:`bind_state`).
+        self.state = {role: _pick(t, batch.index) for role, t in states.items()}
+        self._bound: set[int] = set()
         self.scratch = batch.product_scratch()
+
+    def bind_state(self, where: Sequence[int]) -> None:
+        """Bring the state of positions ``where`` into kernel layout (working copies,
+        written back by :meth:`_Batch.finish`, only for the tensors a step reads)."""
+        todo = [k for k in where if k not in self._bound]
+        if todo:
+            for role, state in self.state.items():
+                self.batch.bind(self._sources[role], role, write=True, where=todo, out=state)
+            self._bound.update(todo)
+
+    def on_storage(self, where: Sequence[int]) -> tuple[list[int], list[list[Tensor]]]:
+        """The positions of ``where`` whose parameter, gradient and state all have kernel
+        views in their own dtype (:meth:`_Batch.storage`), and those views, one list per
+        kind (parameters, gradients, then the states). For 16-bit batches: torch's fused
+        kernels read and write that storage with float32 math per element (the reference's
+        upcast, compute, round) in one pass, so the float32 copies of these are dropped."""
+        lists = list(self._sources.values())
+        taken: list[int] = []
+        views: list[list[Tensor]] = [[] for _ in lists]
+        for k in where:
+            found = self.batch.storage(lists, k)
+            if found is not None:
+                taken.append(k)
+                for out, view in zip(views, found):
+                    out.append(view)
+        self.batch.discard(taken)
+        return taken, views
 
     @property
     def update(self) -> dict[str, Any]:
@@ -304,10 +487,10 @@ class _Rule:
         """Update the state of tensors ``where``; the unprojected ``Z`` of each (others unset)."""
         raise NotImplementedError
 
-    def finish_unprojected(self, where: Sequence[int]) -> bool:
-        """Finish tensors the test does not project with one fused kernel; ``False`` if
-        this batch has no such kernel (then they go through :meth:`finish_projected`)."""
-        return False
+    def finish_unprojected(self, where: Sequence[int]) -> list[int]:
+        """Finish tensors the test does not project with one fused kernel; the positions
+        it could not take (they go through :meth:`finish_projected`)."""
+        return list(where)
 
     def finish_projected(self, where: Sequence[int], projected: Sequence[int]) -> None:
         """Finish tensors ``where`` (of which ``projected`` are projected) from their
@@ -336,10 +519,8 @@ def _host_split(rule: _Rule) -> None:
     projected = rule.decision.on_host()
     moved = [i for i, x in enumerate(projected) if x]
     kept = [i for i, x in enumerate(projected) if not x]
-    if kept and rule.finish_unprojected(kept):
-        todo = moved
-    else:
-        todo = list(range(len(projected)))
+    rest = rule.finish_unprojected(kept) if kept else []
+    todo = sorted(moved + rest)
     if todo:
         rule.finish_projected(todo, moved)
 
@@ -348,9 +529,10 @@ class _AdamPRule(_Rule):
     def __init__(
         self,
         batch: _Batch,
-        grads: list[Tensor],
-        exp_avgs: list[Tensor],
-        exp_avg_sqs: list[Tensor],
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        exp_avgs: Sequence[Tensor],
+        exp_avg_sqs: Sequence[Tensor],
         steps: list[Tensor],
         *,
         lr: Scalar,
@@ -363,8 +545,10 @@ class _AdamPRule(_Rule):
         maximize: bool,
         fused: bool,
     ):
-        super().__init__(batch, grads)
-        self.m, self.v, self.steps = exp_avgs, exp_avg_sqs, steps
+        """``steps``: the batch's step counts, in batch order (the other lists: the
+        caller's, see :class:`_Rule`)."""
+        super().__init__(batch, params, grads, {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs})
+        self.m, self.v, self.steps = self.state["exp_avg"], self.state["exp_avg_sq"], steps
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.weight_decay, self.wd_ratio = weight_decay, wd_ratio
         self.nesterov, self.maximize, self.fused = nesterov, maximize, fused
@@ -372,14 +556,20 @@ class _AdamPRule(_Rule):
         self.decay = lr * weight_decay
 
     def _fused_adamw(
-        self, targets: list[Tensor], where: Sequence[int], weight_decay: float
+        self,
+        targets: list[Tensor],
+        where: Sequence[int],
+        weight_decay: float,
+        tensors: Sequence[list[Tensor]] | None = None,
     ) -> None:
-        """torch's fused AdamW on ``targets`` with the moments of tensors ``where``."""
+        """torch's fused AdamW on ``targets`` with the moments of tensors ``where``
+        (``tensors``: their gradients and moments, if not the bound ones)."""
+        g, m, v = tensors or (_pick(self.g, where), _pick(self.m, where), _pick(self.v, where))
         torch._fused_adamw_(
             targets,
-            _pick(self.g, where),
-            _pick(self.m, where),
-            _pick(self.v, where),
+            g,
+            m,
+            v,
             [],
             _pick(self.steps, where),
             lr=self.lr,
@@ -392,30 +582,49 @@ class _AdamPRule(_Rule):
         )
 
     def direction(self, where: Sequence[int]) -> list[Tensor]:
+        self.bind_state(where)
         if self.fused:
             # The kernel adds the Adam step to its targets: zeroed scratch receives it.
-            z = self.batch.scratch("adamp.direction")
+            z = self.batch.scratch("adamp.direction", where)
             torch._foreach_zero_(_pick(z, where))
             self._fused_adamw(_pick(z, where), where, 0.0)
             return z
-        return _adam_direction(
-            _signed(self.g, self.maximize),
-            self.m,
-            self.v,
-            self.steps,
+        z = list(self.batch.p)
+        computed = _adam_direction(
+            _signed(_pick(self.g, where), self.maximize),
+            _pick(self.m, where),
+            _pick(self.v, where),
+            _pick(self.steps, where),
             lr=self.lr,
             beta1=self.beta1,
             beta2=self.beta2,
             eps=self.eps,
             nesterov=self.nesterov,
         )
+        for k, zk in zip(where, computed):
+            z[k] = zk
+        return z
 
-    def finish_unprojected(self, where: Sequence[int]) -> bool:
+    def finish_projected(self, where: Sequence[int], projected: Sequence[int]) -> None:
+        # One chunk at a time: the direction scratch is bounded by the chunk (or the
+        # largest tensor), not by the batch.
+        chosen = set(projected)
+        frames = self.batch.frames
+        for part in _runs([(k, frames[k].numel) for k in where]):
+            super().finish_projected(part, [k for k in part if k in chosen])
+
+    def finish_unprojected(self, where: Sequence[int]) -> list[int]:
         if not self.fused:
-            return False
+            return list(where)
         # AdamP is exactly AdamW on tensors it does not project.
+        if self.batch.low_precision:
+            taken, (p, g, m, v) = self.on_storage(where)
+            if taken:
+                self._fused_adamw(p, taken, self.weight_decay, (g, m, v))
+            return [k for k in where if k not in set(taken)]
+        self.bind_state(where)
         self._fused_adamw(_pick(self.batch.p, where), where, self.weight_decay)
-        return True
+        return []
 
 
 def _adam_direction(
@@ -482,8 +691,9 @@ class _SGDPRule(_Rule):
     def __init__(
         self,
         batch: _Batch,
-        grads: list[Tensor],
-        buffers: list[Tensor],
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        buffers: Sequence[Tensor],
         *,
         lr: Scalar,
         momentum: float,
@@ -496,8 +706,8 @@ class _SGDPRule(_Rule):
         maximize: bool,
         fused: bool,
     ):
-        super().__init__(batch, grads)
-        self.buf = buffers
+        super().__init__(batch, params, grads, {"momentum_buffer": buffers})
+        self.buf = self.state["momentum_buffer"]
         self.fused = fused
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.eps = weight_decay, nesterov, eps
@@ -507,6 +717,7 @@ class _SGDPRule(_Rule):
         self.project_direction = variant == "authors" and not nesterov
 
     def direction(self, where: Sequence[int]) -> list[Tensor]:
+        self.bind_state(where)
         signed, buffers = _signed(_pick(self.g, where), self.maximize), _pick(self.buf, where)
         _momentum_update(buffers, signed, self.momentum, self.dampening)
         if not self.nesterov:
@@ -516,17 +727,19 @@ class _SGDPRule(_Rule):
             z[i] = zi
         return z
 
-    def finish_unprojected(self, where: Sequence[int]) -> bool:
+    def finish_unprojected(self, where: Sequence[int]) -> list[int]:
         # Without momentum the fused kernel leaves the buffer alone, which must hold the
-        # gradient: those batches take the general path.
+        # gradient: those batches take the general path. 16-bit storage runs on the float32
+        # copies: torch 2.13's CPU fused SGD kernel computes wrong values on 16-bit tensors.
         if self.momentum == 0.0 or not self.fused:
-            return False
-        params = _pick(self.batch.p, where)
+            return list(where)
+        self.bind_state(where)
+        params, grads, buffers = _pick_all((self.batch.p, self.g, self.buf), where)
         decay_in_place(params, self.decay)
         torch._fused_sgd_(
             params,
-            _pick(self.g, where),
-            _pick(self.buf, where),
+            grads,
+            buffers,
             weight_decay=0.0,
             momentum=self.momentum,
             lr=self.lr,
@@ -535,10 +748,12 @@ class _SGDPRule(_Rule):
             maximize=self.maximize,
             is_first_step=False,
         )
-        return True
+        return []
 
     def finish_projected(self, where: Sequence[int], projected: Sequence[int]) -> None:
-        if self.momentum == 0.0 or not self.project_direction or not self.fused:
+        # (the one-pass finish below gives every tensor the projected tensors' decay)
+        shortcut = self.momentum != 0.0 and self.project_direction and self.fused
+        if not shortcut or len(where) != len(projected):
             super().finish_projected(where, projected)
             return
         # The buffer is projected in place; what is left is a momentum-free SGD step whose
@@ -565,6 +780,7 @@ class _SGDPRule(_Rule):
 
 def _fused_split(
     fused: bool | None,
+    sharded: bool,
     index: list[int],
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
@@ -574,9 +790,13 @@ def _fused_split(
 
     ``fused=None`` uses the kernels where they run (CUDA with triton; CPU only under
     ``TRITON_INTERPRET=1``) for every tensor they take; ``fused=True`` on CUDA requires
-    them for the whole batch; ``False`` never uses them.
+    them for the whole batch; ``False`` never uses them. DTensor shards never take them.
     """
     device = params[index[0]].device
+    if sharded:
+        if fused and device.type == "cuda":
+            raise ValueError("fused=True: the Triton kernels do not take DTensor parameters")
+        return [], index
     if fused is False or is_compiling() or not _triton.available(device):
         if fused and device.type == "cuda":
             reason = _triton.import_error() or "they do not run on this device"
@@ -599,12 +819,69 @@ def _triton_workspace(workspace: Workspace | None) -> _triton.Workspace | None:
 # -- the public functions and their dispatch ------------------------------------------------------
 
 
-def _batches(params: Sequence[Tensor], positions: Sequence[int]) -> list[list[int]]:
-    """``positions`` grouped by the (device, dtype) of their parameter."""
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+def _batches(
+    params: Sequence[Tensor], positions: Sequence[int], shardings: _Shardings
+) -> list[list[int]]:
+    """``positions`` grouped by the (device, dtype, device mesh) of their parameter."""
+    groups: dict[tuple[torch.device, torch.dtype, object], list[int]] = {}
     for i in positions:
-        groups.setdefault((params[i].device, params[i].dtype), []).append(i)
+        mesh = _sharded.batch_key(shardings[i]) if shardings else None
+        groups.setdefault((params[i].device, params[i].dtype, mesh), []).append(i)
     return list(groups.values())
+
+
+#: Each parameter's :class:`~adamp_torch._sharded.Sharding` (``None``: no DTensor at all).
+_Shardings = Sequence["_sharded.Sharding | None"] | None
+
+
+def _sharded_path(rule: _Rule, shardings: Sequence[_sharded.Sharding | None], delta: float) -> None:
+    """Finish a batch of DTensor shards: the sums the test and the projection need are
+    completed across ranks (packed, one ``all_reduce`` per mesh dimension; for every
+    group of a step at once inside :func:`~adamp_torch._sharded.one_reduction`), and every
+    decision stays on the device."""
+    batch = rule.batch
+    z = rule.direction(range(len(batch.p)))
+    stats = _sharded.Statistics(
+        batch.p, rule.g, z, batch.plan, shardings, delta=delta, eps=rule.eps
+    )
+
+    def finish(stats: _sharded.Statistics) -> None:
+        decision, coef = stats.decide()
+        apply_update(batch.p, z, batch.plan, decision, coef, **rule.update)
+        batch.finish()
+
+    _sharded.submit(stats, finish)
+
+
+def _is_sharded(shardings: _Shardings, index: Sequence[int]) -> bool:
+    return bool(shardings) and shardings[index[0]] is not None  # type: ignore[index]
+
+
+def _finish(rule: _Rule, index: Sequence[int], shardings: _Shardings, delta: float) -> None:
+    """Run the batched path that fits the batch, then write working copies back."""
+    if shardings and _is_sharded(shardings, index):
+        _sharded_path(rule, [shardings[i] for i in index], delta)  # finishes the batch
+        return
+    _batched_path(rule.batch.device)(rule)
+    rule.batch.finish()
+
+
+def _localize(
+    params: list[Tensor], others: Sequence[list[Tensor]]
+) -> tuple[list[Tensor], list[list[Tensor]], _Shardings]:
+    """DTensors replaced by their local shards (see ``_sharded``); no-op without them."""
+    local = _sharded.localize(params, others)
+    if local is None:
+        return params, list(others), None
+    return local
+
+
+def _screen(
+    params: Sequence[Tensor], part: Sequence[int], grads: Sequence[Tensor], eps: float
+) -> tuple[Sequence[Tensor], float] | None:
+    """What :class:`_Batch` screens short rows with: only where decisions are read on
+    the host anyway (the screen reads a sample of values)."""
+    return (grads, eps) if _batched_path(params[part[0]].device) is _host_split else None
 
 
 def _batched_path(device: torch.device) -> Callable[[_Rule], None]:
@@ -620,11 +897,13 @@ def _check_inputs(
     grads: Sequence[Tensor],
     states: dict[str, Sequence[Tensor]],
     steps: Sequence[Tensor] | None = None,
+    shardings: _Shardings = None,
 ) -> list[int]:
-    """Check every list against ``params``; the positions of tensors with elements.
+    """Check every list against ``params``; the positions of tensors to update.
 
     Gradients and state must be shaped, typed and placed like their parameter (a fused
-    kernel would otherwise write out of bounds); zero-size tensors are left alone.
+    kernel would otherwise write out of bounds); zero-size tensors are left alone, except
+    empty shards of a sharded tensor, whose rank still takes part in the sums.
     """
     lists = {"grads": grads, **states}
     if any(len(t) != len(params) for t in (*lists.values(), *([] if steps is None else [steps]))):
@@ -636,7 +915,7 @@ def _check_inputs(
                 raise ValueError(
                     f"{name}: {key}[{i}] is {_describe(t)} but params[{i}] is {_describe(p)}"
                 )
-    return [i for i, p in enumerate(params) if p.numel() > 0]
+    return [i for i, p in enumerate(params) if p.numel() > 0 or (shardings and shardings[i])]
 
 
 def _describe(t: Tensor) -> str:
@@ -671,8 +950,10 @@ def adamp(
     """One AdamP step, in place (see :class:`adamp_torch.AdamP` for the algorithm).
 
     Args:
-        params: parameters; axis 0 is the output channel.
-        grads: their gradients (dense; same shape, dtype and device).
+        params: parameters; axis 0 is the output channel. DTensors are stepped on their
+            local shards, with the statistics of the test summed across ranks; every rank
+            of their mesh must make the same call.
+        grads: their gradients (dense; same shape, dtype, device and placements).
         exp_avgs: first moments ``m`` (updated).
         exp_avg_sqs: second moments ``v`` (updated).
         state_steps: step counts as 0-dim tensors on the parameters' devices, incremented
@@ -694,8 +975,16 @@ def adamp(
         workspace: reusable scratch buffers and constants (see :class:`Workspace`); the
             optimizer classes keep one. ``None`` allocates per call.
     """
+    params, (grads, exp_avgs, exp_avg_sqs), shardings = _localize(
+        params, (grads, exp_avgs, exp_avg_sqs)
+    )
     live = _check_inputs(
-        "adamp", params, grads, {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}, state_steps
+        "adamp",
+        params,
+        grads,
+        {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs},
+        state_steps,
+        shardings,
     )
     check_fused(fused, nesterov)
     hparams: dict[str, Any] = dict(
@@ -709,11 +998,12 @@ def adamp(
         maximize=maximize,
     )
     lists = (params, grads, exp_avgs, exp_avg_sqs, state_steps)
-    for index in _batches(params, live):
-        if foreach is False:
+    for index in _batches(params, live, shardings):
+        sharded = _is_sharded(shardings, index)
+        if foreach is False and not sharded:
             _single_tensor_adamp(*_pick_all(lists, index), delta=delta, **hparams)
             continue
-        taken, index = _fused_split(fused, index, params, grads, exp_avgs, exp_avg_sqs)
+        taken, index = _fused_split(fused, sharded, index, params, grads, exp_avgs, exp_avg_sqs)
         if taken:
             workspace_ = _triton_workspace(workspace)
             _triton.adamp_step(
@@ -730,20 +1020,23 @@ def adamp(
         )
         if fused and not use_fused:
             raise RuntimeError("fused=True: torch's fused AdamW kernel is unavailable here")
-        batch = _Batch(index, params, workspace, delta)
-        steps = _pick(state_steps, index)
-        torch._foreach_add_(steps, 1)
-        rule = _AdamPRule(
-            batch,
-            batch.bind(grads, write=False),
-            batch.bind(exp_avgs, write=True),
-            batch.bind(exp_avg_sqs, write=True),
-            steps,
-            **hparams,
-            fused=use_fused,
-        )
-        _batched_path(batch.device)(rule)
-        batch.finish()
+        torch._foreach_add_(_pick(state_steps, index), 1)
+        for part in (
+            [index] if _whole_batch(params, index, sharded) else _sub_batches(params, index)
+        ):
+            screen = None if sharded else _screen(params, part, grads, eps)
+            batch = _Batch(part, params, workspace, delta, screen)
+            rule = _AdamPRule(
+                batch,
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                _pick(state_steps, part),
+                **hparams,
+                fused=use_fused,
+            )
+            _finish(rule, part, shardings, delta)
 
 
 def sgdp(
@@ -768,8 +1061,8 @@ def sgdp(
     """One SGDP step, in place (see :class:`adamp_torch.SGDP` for the algorithm).
 
     Args:
-        params: parameters; axis 0 is the output channel.
-        grads: their gradients (dense; same shape, dtype and device).
+        params: parameters; axis 0 is the output channel (DTensors as in :func:`adamp`).
+        grads: their gradients (dense; same shape, dtype, device and placements).
         momentum_buffers: momentum buffers (zeros before the first step; updated).
         lr: learning rate, a float or a one-element tensor.
         momentum: momentum factor.
@@ -790,7 +1083,10 @@ def sgdp(
             tensor (an error where impossible; on CPU the same as ``None``).
         workspace: as in :func:`adamp`.
     """
-    live = _check_inputs("sgdp", params, grads, {"momentum_buffers": momentum_buffers})
+    params, (grads, momentum_buffers), shardings = _localize(params, (grads, momentum_buffers))
+    live = _check_inputs(
+        "sgdp", params, grads, {"momentum_buffers": momentum_buffers}, shardings=shardings
+    )
     validate_variant(variant)
     hparams: dict[str, Any] = dict(
         lr=_scalar_lr(lr),
@@ -804,11 +1100,12 @@ def sgdp(
         maximize=maximize,
     )
     lists = (params, grads, momentum_buffers)
-    for index in _batches(params, live):
-        if foreach is False:
+    for index in _batches(params, live, shardings):
+        sharded = _is_sharded(shardings, index)
+        if foreach is False and not sharded:
             _single_tensor_sgdp(*_pick_all(lists, index), delta=delta, **hparams)
             continue
-        taken, index = _fused_split(fused, index, params, grads, momentum_buffers)
+        taken, index = _fused_split(fused, sharded, index, params, grads, momentum_buffers)
         if taken:
             workspace_ = _triton_workspace(workspace)
             _triton.sgdp_step(
@@ -816,13 +1113,12 @@ def sgdp(
             )
         if not index:
             continue
-        batch = _Batch(index, params, workspace, delta)
-        rule = _SGDPRule(
-            batch,
-            batch.bind(grads, write=False),
-            batch.bind(momentum_buffers, write=True),
-            **hparams,
-            fused=fused is not False,
-        )
-        _batched_path(batch.device)(rule)
-        batch.finish()
+        for part in (
+            [index] if _whole_batch(params, index, sharded) else _sub_batches(params, index)
+        ):
+            screen = None if sharded else _screen(params, part, grads, eps)
+            batch = _Batch(part, params, workspace, delta, screen)
+            rule = _SGDPRule(
+                batch, params, grads, momentum_buffers, **hparams, fused=fused is not False
+            )
+            _finish(rule, part, shardings, delta)

@@ -7,6 +7,7 @@ its checkpoints load here. Hyperparameters are checked by :mod:`adamp_core.valid
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import torch
@@ -16,7 +17,9 @@ from torch.optim import Optimizer
 from adamp_core.validation import validate_adamp_hparams, validate_flag, validate_sgdp_hparams
 
 from . import functional as F
+from ._layout import is_compiling
 from ._projection import Workspace
+from ._sharded import is_flat_shard, one_reduction
 
 __all__ = ["AdamP", "SGDP"]
 
@@ -66,8 +69,9 @@ class _ProjectedOptimizer(Optimizer):
         """Add a group as torch does, after checking its hyperparameters and parameters.
 
         Raises:
-            ValueError: for an invalid hyperparameter, or a complex or non-float
-                parameter (naming it). The optimizer is left as it was.
+            ValueError: for an invalid hyperparameter, or a complex, non-float or
+                flattened (FSDP1 / DeepSpeed ZeRO) parameter (naming it). The optimizer
+                is left as it was.
         """
         super().add_param_group(param_group)
         try:
@@ -91,6 +95,15 @@ class _ProjectedOptimizer(Optimizer):
             raise ValueError(
                 f"{type(self).__name__} optimizes floating-point parameters only: "
                 f"{self._param_name(group, group_index, i)} has dtype {p.dtype}"
+            )
+        flat = is_flat_shard(p)
+        if flat is not None:
+            raise ValueError(
+                f"{type(self).__name__} cannot step "
+                f"{self._param_name(group, group_index, i)}: {flat}, a flattened 1-D "
+                "slice of several weights, while the projection needs each weight's shape "
+                "(its rows); shard with FSDP2 (torch.distributed.fsdp.fully_shard), whose "
+                "DTensor parameters keep their shapes"
             )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -257,12 +270,14 @@ class _ProjectedOptimizer(Optimizer):
             collected.append((params, grads, states, steps))
             self._init_group(group, params, grads, steps, *states)
         # Every group is checked before any is updated: a refused step changes no weight.
-        for group_index, (group, (params, grads, states, steps)) in enumerate(
-            zip(self.param_groups, collected)
-        ):
-            if params:
-                workspace = self._workspaces.setdefault(group_index, Workspace())
-                self._update(group, params, grads, states, steps, workspace)
+        # Sharded groups complete their sums across ranks together, at the end.
+        with nullcontext() if is_compiling() else one_reduction():
+            for group_index, (group, (params, grads, states, steps)) in enumerate(
+                zip(self.param_groups, collected)
+            ):
+                if params:
+                    workspace = self._workspaces.setdefault(group_index, Workspace())
+                    self._update(group, params, grads, states, steps, workspace)
         return loss
 
 

@@ -86,3 +86,18 @@ def test_quick_run_writes_tables(tmp_path: Path) -> None:
     peers = {r["label"] for r in data["sections"][0]["rows"]}
     assert {"authors adamp.AdamP", "timm AdamP", "pytorch_optimizer SGDP(foreach=True)"} <= peers
     assert "## Targets" in md and "CUDA:" in md
+
+
+def test_distributed_benchmark_runs_on_two_ranks(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "benchmarks.distributed", "--set", "tiny", "--rounds", "1",
+           "--warmup", "1", "--out", str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "distributed.json").read_text())
+    assert sorted(data) == ["fsdp2/orthogonal", "fsdp2/random", "tp/orthogonal", "tp/random"]
+    for times in data.values():
+        assert set(times) == {"AdamW(fused)", "AdamW(foreach)", "AdamP", "SGD(foreach)", "SGDP"}
+        assert all(t > 0 for t in times.values())
+    assert "| fsdp2/orthogonal |" in (tmp_path / "distributed.md").read_text()
