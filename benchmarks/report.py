@@ -144,13 +144,8 @@ def targets(sections: list[dict[str, Any]], kinds: list[str]) -> list[dict[str, 
         _low_precision_targets(sections, kind, add)
         r = _ok(sec, "ours AdamP()")
         if sec is not None and r is not None:
-            others = [x for x in sec["rows"] if x["family"] == "AdamP" and x["role"] == "peer"
-                      and x.get("median_ms") is not None]  # fmt: skip
-            slower = [x["label"] for x in others if x["median_ms"] <= r["median_ms"]]
             add(f"torch AdamP default faster than every other AdamP ({kind})",
-                "met" if not slower else "NOT met",
-                f"{r['median_ms']:.1f} ms vs " + ", ".join(
-                    f"{x['label']} {x['median_ms']:.1f} ms" for x in others))  # fmt: skip
+                *_faster_than_peers(sec, "AdamP", r))  # fmt: skip
         else:
             add(f"torch AdamP default faster than every other AdamP ({kind})", "not measured",
                 _why(sec, "ours AdamP()"))  # fmt: skip
@@ -185,15 +180,19 @@ def _low_precision_targets(sections: list[dict[str, Any]], kind: str, add: Any) 
         add(f"torch {fam} default bf16 <= 3.5x {BASELINE[fam]} bf16 ({kind})",
             *_verdict(r.get("ratio") if r else None, 3.5,
                       "ratio" if r else _why(sec, label)))  # fmt: skip
-        if r is None:
-            continue
-        peers = [x for x in sec["rows"] if x["family"] == fam and x["role"] == "peer"
-                 and x.get("median_ms") is not None]  # fmt: skip
-        slower = [x["label"] for x in peers if x["median_ms"] <= r["median_ms"]]
-        add(f"torch {fam} default bf16 faster than every peer ({kind})",
-            "met" if not slower else "NOT met",
-            f"{r['median_ms']:.1f} ms vs " + ", ".join(
-                f"{x['label']} {x['median_ms']:.1f} ms" for x in peers))  # fmt: skip
+        if r is not None:
+            add(f"torch {fam} default bf16 faster than every peer ({kind})",
+                *_faster_than_peers(sec, fam, r))  # fmt: skip
+
+
+def _faster_than_peers(sec: dict[str, Any], fam: str, ours: dict[str, Any]) -> tuple[str, str]:
+    """Verdict and detail: is ``ours`` faster than every peer of ``fam`` in ``sec``?"""
+    peers = [x for x in sec["rows"] if x["family"] == fam and x["role"] == "peer"
+             and x.get("median_ms") is not None]  # fmt: skip
+    slower = [x["label"] for x in peers if x["median_ms"] <= ours["median_ms"]]
+    detail = f"{ours['median_ms']:.1f} ms vs " + ", ".join(
+        f"{x['label']} {x['median_ms']:.1f} ms" for x in peers)  # fmt: skip
+    return ("met" if not slower else "NOT met"), detail
 
 
 def _load_warning(info: dict[str, Any], sections: list[dict[str, Any]]) -> list[str]:
