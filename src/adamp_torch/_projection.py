@@ -49,10 +49,12 @@ __all__ = [
     "Plan",
     "Workspace",
     "apply_update",
+    "cosine_from_sums",
     "decay_in_place",
     "decide",
     "project_and_apply",
     "project_in_place",
+    "row_coefficients",
     "shift_coefficients",
 ]
 
@@ -335,13 +337,26 @@ def shift_coefficients(
         parts = pz.split(plan.rows)
         for i in chosen:
             parts[i].copy_(dot(i).view(-1))
+    layer_pz = like.new_zeros(len(plan.frames)).index_add_(0, plan.segment, pz)
+    return row_coefficients(pz, layer_pz, decision, plan, eps=eps)
+
+
+def row_coefficients(
+    pz: Tensor, layer_pz: Tensor, decision: Decision, plan: Plan, *, eps: float
+) -> Tensor:
+    """``coef`` of every row from the sums ``<P_r, Z_r>`` (``pz``, per row) and ``<P, Z>``
+    (``layer_pz``, per tensor): see :func:`shift_coefficients`."""
     seg = plan.segment
-    layer_pz = like.new_zeros(len(plan.frames)).index_add_(0, seg, pz)
     coef_channel = pz / (decision.p_norm + eps).square()
     coef_layer = (layer_pz / (decision.layer_p_norm + eps).square())[seg]
     return torch.where(
         decision.channel[seg], coef_channel, torch.where(decision.layer[seg], coef_layer, 0.0)
     )
+
+
+def cosine_from_sums(pg: Tensor, pp: Tensor, gg: Tensor, eps: float) -> Tensor:
+    """``|cos|`` from the sums ``<p, g>``, ``|p|^2``, ``|g|^2`` (norms clamped at eps)."""
+    return pg.abs() / (pp.sqrt().clamp_min(eps) * gg.sqrt().clamp_min(eps))
 
 
 def apply_update(

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ._layout import Frame
-from ._projection import Decision, Plan, _row_dot
+from ._projection import Decision, Plan, _row_dot, cosine_from_sums, row_coefficients
 
 __all__ = [
     "Sharding",
@@ -165,11 +165,6 @@ def _thresholds(frame: Frame, sharding: Sharding | None, delta: float) -> tuple[
     return delta / math.sqrt(numel // shape[0]), delta / math.sqrt(numel)
 
 
-def _cosine(pg: Tensor, pp: Tensor, gg: Tensor, eps: float) -> Tensor:
-    """``|cos|`` from the sums ``<p, g>``, ``|p|^2``, ``|g|^2`` (norms clamped at eps)."""
-    return pg.abs() / (pp.sqrt().clamp_min(eps) * gg.sqrt().clamp_min(eps))
-
-
 class Statistics:
     """The partial sums of one batch of local shards: per row ``(R, 4)`` =
     ``<P,P>, <G,G>, <P,G>, <P,Z>`` for each projectable tensor, and per tensor ``(5,)`` =
@@ -228,7 +223,7 @@ class Statistics:
             pp, gg, pg, _ = self.rows[i].unbind(1)
             # "not below" rather than "at or above": a NaN cosine fails the test, as in
             # the reference, where ``max(cos) < threshold`` is then false.
-            fails = ~(_cosine(pg, pp, gg, self.eps) < self.channel_threshold[i])
+            fails = ~(cosine_from_sums(pg, pp, gg, self.eps) < self.channel_threshold[i])
             sums = self.rows[i].sum(0)
             self.totals[i] = torch.cat((fails.sum().to(sums.dtype).view(1), sums))
 
@@ -258,17 +253,12 @@ class Statistics:
         totals = torch.stack([self.totals.get(i, zeros[i]) for i in range(len(plan.frames))])
         fails, layer_pp, layer_gg, layer_pg, layer_pz = totals.unbind(1)
         channel = plan.projectable & (fails == 0)
-        layer_cos = _cosine(layer_pg, layer_pp, layer_gg, eps)
+        layer_cos = cosine_from_sums(layer_pg, layer_pp, layer_gg, eps)
         layer = plan.projectable & ~channel & (layer_cos < self.layer_threshold)
         ordered = [self.rows[i] for i in sorted(self.rows)]
         per_row = torch.cat(ordered) if ordered else like.new_zeros((0, 4))
-        p_norm = per_row[:, 0].sqrt()
-        layer_p_norm = layer_pp.sqrt()
-        seg = plan.segment
-        coef_channel = per_row[:, 3] / (p_norm + eps).square()
-        coef_layer = (layer_pz / (layer_p_norm + eps).square())[seg]
-        coef = torch.where(channel[seg], coef_channel, torch.where(layer[seg], coef_layer, 0.0))
-        return Decision(p_norm, channel, layer, layer_p_norm, self.p_rows), coef
+        decision = Decision(per_row[:, 0].sqrt(), channel, layer, layer_pp.sqrt(), self.p_rows)
+        return decision, row_coefficients(per_row[:, 3], layer_pz, decision, plan, eps=eps)
 
 
 def _dims(sharding: Sharding | None, kind: str) -> tuple[int, ...]:

@@ -51,6 +51,7 @@ from ._projection import (
     Plan,
     Workspace,
     apply_update,
+    cosine_from_sums,
     decay_in_place,
     decide,
     products_in_scratch,
@@ -92,8 +93,8 @@ def _projection(
     p, g, u = (x.reshape(param.shape[0], -1) for x in (param, grad, update))
     # Per-row sums of the channel view; the layer view's are their totals.
     pp, gg, pg, pu = (_row_dot(a, b) for a, b in ((p, p), (g, g), (p, g), (p, u)))
-    channel = _cosine(pg, pp, gg, eps).amax() < delta / math.sqrt(p.shape[1])
-    layer = _cosine(pg.sum(), pp.sum(), gg.sum(), eps) < delta / math.sqrt(p.numel())
+    channel = cosine_from_sums(pg, pp, gg, eps).amax() < delta / math.sqrt(p.shape[1])
+    layer = cosine_from_sums(pg.sum(), pp.sum(), gg.sum(), eps) < delta / math.sqrt(p.numel())
     projected = channel | layer
     # u_r - p_hat_r <p_hat_r, u_r> with p_hat = p / (|p| + eps), over the chosen view's
     # rows: that is u_r - coef_r * p_r with coef = <p, u> / (|p| + eps)^2 (one pass)
@@ -108,11 +109,6 @@ def _row_dot(a: Tensor, b: Tensor) -> Tensor:
     """``<a_r, b_r>`` for every row of two ``(R, n)`` tensors, as a batched product (on CPU
     about 3x faster than ``einsum`` or a product and a sum; nothing large is written)."""
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(1).transpose(1, 2)).view(-1)
-
-
-def _cosine(pg: Tensor, pp: Tensor, gg: Tensor, eps: float) -> Tensor:
-    """``|cos|`` from the sums ``<p, g>``, ``|p|^2``, ``|g|^2`` (norms clamped at eps)."""
-    return pg.abs() / (pp.sqrt().clamp_min(eps) * gg.sqrt().clamp_min(eps))
 
 
 def _upcast(*tensors: Tensor) -> list[Tensor]:
