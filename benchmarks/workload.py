@@ -86,7 +86,7 @@ def _view_passes(rows_p: torch.Tensor, rows_g: torch.Tensor, delta: float, eps: 
 def projection_census(
     params: list[torch.Tensor], grads: list[torch.Tensor], *, delta: float = 0.1, eps: float = 1e-8
 ) -> ProjectionCensus:
-    """Apply the authors' test (channel view, then layer view; SPEC section 2) in float64."""
+    """Apply the authors' test (channel view, then layer view; docs/algorithm.md) in float64."""
     fired = candidates = fired_params = 0
     for p, g in zip(params, grads):
         if p.dim() < 2:

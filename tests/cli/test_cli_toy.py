@@ -1,4 +1,4 @@
-"""The 2-D toy reproduces the project page's final norms (SPEC.md section 8)."""
+"""The 2-D toy reproduces the project page's final norms."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from adamp_core.cli.toy import (
 )
 
 # Final |w| after 500 iterations: the project page's numbers (two decimals), the
-# paper-variant SGDP range it gives, and SPEC.md's measurement of the authors' variant.
+# paper-variant SGDP range it gives, and this project's measurement of the authors' variant.
 MOMENTUM_NORMS = {0.9: 2.93, 0.95: 5.67, 0.99: 27.87}
 AUTHORS_NORMS = {0.9: 1.18, 0.95: 1.30, 0.99: 1.84}
 

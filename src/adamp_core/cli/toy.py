@@ -51,7 +51,7 @@ Method = Literal["GD", "momentum", "SGDP"]
 
 #: Final ``|w|`` the project page reports, keyed like :attr:`ToyRun.label`. The page
 #: gives a range for the paper-variant SGDP. The authors'-code values are not on the
-#: page: they are this project's measurement (SPEC.md section 8), listed for comparison.
+#: page: they are this project's own measurement of the authors' code, listed for comparison.
 PAPER_TOY_NORMS: dict[str, str] = {
     "GD": "1.02",
     "momentum 0.9": "2.93",
