@@ -15,7 +15,7 @@ nox.options.sessions = ["lint", "tests", "numpy_only", "triton"]
 PYTHON = None  # the interpreter nox runs under
 CONSTRAINTS = ("-c", "constraints.txt")
 TEST_DEPS = ("pytest", "hypothesis", "adamp==0.3.0")
-TORCH = ("torch",)
+TORCH = ("torch", "ninja")  # ninja: torch.utils.cpp_extension builds the CPU kernel
 KERAS_TF = ("keras", "tensorflow-cpu")
 JAX = ("jax",)
 JAX_ADAPTER = ("optax", "flax", "equinox")  # adamp_jax, its Flax demo, the Equinox helper

@@ -35,6 +35,10 @@ EXPECTED_TOTALS: dict[str, int] = {
     "gpt2": 124_439_808,
     "many_small": 2_932_736,
     "tiny": 10_714,
+    "rows_n1": 4_194_304,
+    "rows_n4": 4_194_304,
+    "rows_n111": 1_048_576,
+    "embedding": 38_400_000,
 }
 
 
@@ -134,6 +138,16 @@ def many_small(groups: int = 512) -> ParamList:
     return params
 
 
+SHORT_ROWS: dict[str, Shape] = {
+    "rows_n1": (1 << 22, 1),
+    "rows_n4": (1 << 20, 4),
+    "rows_n111": (1 << 20, 1, 1, 1),
+    "embedding": (50_000, 768),
+}
+"""One-tensor sets of many short rows (per-row statistics as large as the tensor) and an
+embedding table: the shapes where a per-row test costs the most per element."""
+
+
 def tiny() -> ParamList:
     """A very small CNN-shaped set for smoke runs (not a benchmark)."""
     return _conv("conv", 16, 3, 3) + _norm("bn", 16) + _linear("fc", 10, 16 * 8 * 8)
@@ -146,6 +160,7 @@ SETS: dict[str, Callable[[], ParamList]] = {
     "gpt2": gpt2,
     "many_small": many_small,
     "tiny": tiny,
+    **{name: (lambda shape=shape: [("weight", shape)]) for name, shape in SHORT_ROWS.items()},
 }
 
 

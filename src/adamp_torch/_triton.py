@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._layout import Scalar, compute_dtype
+from ._layout import Scalar, compute_dtype, kernel_unfit
 
 __all__ = [
     "BRANCHES",
@@ -125,54 +125,12 @@ def available(device: torch.device | str) -> bool:
     return interpreted()
 
 
-def _rows_in_order(t: Tensor) -> bool:
-    """Whether ``t``'s memory is its rows (axis 0) one after the other, each a dense block:
-    the tensor with axis 0 first and the other axes by decreasing stride is contiguous."""
-    if t.dim() < 2:
-        return t.is_contiguous()
-    strides = t.stride()
-    rest = sorted(range(1, t.dim()), key=lambda d: -strides[d])
-    return t.permute(0, *rest).is_contiguous()
-
-
-def _same_strides(a: Tensor, b: Tensor) -> bool:
-    """Same element order in memory (strides of size-1 dimensions do not matter)."""
-    return (
-        all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(), a.shape) if n > 1)
-        and a.shape == b.shape
-    )
-
-
 def unsupported_reason(param: Tensor, grad: Tensor, *state: Tensor) -> str | None:
-    """``None`` if the kernels take ``param`` with ``grad`` and ``state``, else why not.
-
-    Taken: a dense, non-empty float32/float64/bfloat16/float16 tensor whose rows are
-    contiguous blocks (see the module doc), on a device where :func:`available`, with a
-    dense gradient and state tensors of the same device, dtype, shape and strides.
-    """
+    """``None`` if the kernels take ``param`` with ``grad`` and ``state``, else why not:
+    on a device where :func:`available`, the layouts of :func:`_layout.kernel_unfit`."""
     if not available(param.device):
         return f"no Triton kernels on {param.device} here"
-    if param.dtype not in _DTYPES:
-        return f"dtype {param.dtype}"
-    if param.layout != torch.strided:
-        return f"layout {param.layout}"
-    if param.numel() == 0:
-        return "empty tensor"
-    if param.is_conj() or param.is_neg():
-        return "conjugate or negative view"
-    if not _rows_in_order(param):
-        return "rows are not contiguous blocks in order (axis 0 not outermost)"
-    others = [("grad", grad)] + [(f"state {i}", s) for i, s in enumerate(state)]
-    for name, other in others:
-        if other.layout != torch.strided or other.is_sparse:
-            return f"{name} is not dense"
-        if other.device != param.device or other.dtype != param.dtype:
-            return f"{name} is {other.dtype} on {other.device}, not {param.dtype} on {param.device}"
-        if not _same_strides(param, other):
-            return f"{name} has other strides or shape than the parameter"
-        if other.is_conj() or other.is_neg():
-            return f"{name} is a conjugate or negative view"
-    return None
+    return kernel_unfit(param, grad, *state)
 
 
 # -- plans: work items and per-tensor metadata -------------------------------------------------

@@ -6,9 +6,12 @@ inputs, then picks one named implementation for every (device, dtype) batch:
 * ``_single_tensor_adamp`` / ``_single_tensor_sgdp`` (``foreach=False``): one tensor at a
   time, line for line the reference :func:`adamp_core.functional.adamp_step` /
   ``sgdp_step``;
-* :func:`_host_split` (CPU): the scale-invariance test is read on the host, where it
-  already is; tensors it does not project are finished by torch's fused AdamW / SGD
-  kernel in one pass, the others are projected as a batch;
+* ``_cpu`` (CPU, the default there): a C++ kernel compiled on first use, at most three
+  passes over each tensor's memory in its own dtype (bfloat16 / float16 included);
+* :func:`_host_split` (CPU, for what the C++ kernel does not take or when it cannot be
+  built): the scale-invariance test is read on the host, where it already is; tensors it
+  does not project are finished by torch's fused AdamW / SGD kernel in one pass, the
+  others are projected as a batch;
 * :func:`_multi_tensor` (CUDA, other accelerators, ``torch.compile``, or
   ``HOST_DECISIONS = False``): the same batch with every decision kept on the device;
 * ``_triton`` (``fused`` on CUDA with triton installed, or on CPU under
@@ -36,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -43,7 +47,7 @@ from torch import Tensor
 
 from adamp_core.validation import validate_variant
 
-from . import _sharded, _triton
+from . import _cpu, _sharded, _triton
 from ._layout import Frame, Scalar, Slot, compute_dtype, is_compiling
 from ._projection import (
     SHORT_ROW,
@@ -774,6 +778,17 @@ class _SGDPRule(_Rule):
         )
 
 
+def _fused_kernels(device: torch.device) -> ModuleType | None:
+    """The fused kernels that run on ``device`` (``None``: none do): the Triton kernels on
+    CUDA, or on CPU when triton is interpreted there (``TRITON_INTERPRET=1``, for testing
+    them); else on CPU the C++ kernel, where decisions are read on the host anyway."""
+    if _triton.available(device):
+        return _triton
+    if _batched_path(device) is _host_split and _cpu.available(device):
+        return _cpu
+    return None
+
+
 def _fused_split(
     fused: bool | None,
     sharded: bool,
@@ -781,31 +796,44 @@ def _fused_split(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     *states: Sequence[Tensor],
-) -> tuple[list[int], list[int]]:
-    """Split a batch into the positions the Triton kernels take and the others.
+) -> tuple[ModuleType | None, list[int], list[int]]:
+    """Split a batch into the positions the fused kernels take and the others.
 
-    ``fused=None`` uses the kernels where they run (CUDA with triton; CPU only under
-    ``TRITON_INTERPRET=1``) for every tensor they take; ``fused=True`` on CUDA requires
-    them for the whole batch; ``False`` never uses them. DTensor shards never take them.
+    Returns the kernel module (:func:`_fused_kernels`), the positions it takes and the
+    rest. ``fused=None`` uses the kernels wherever they run, for every tensor they take;
+    ``fused=True`` requires them: on CUDA for the whole batch, on CPU the C++ kernel must
+    be available (tensors it does not take go to the other paths); ``False`` never uses
+    them. DTensor shards never take them.
     """
     device = params[index[0]].device
     if sharded:
         if fused and device.type == "cuda":
             raise ValueError("fused=True: the Triton kernels do not take DTensor parameters")
-        return [], index
-    if fused is False or is_compiling() or not _triton.available(device):
+        return None, [], index
+    kernels = None if fused is False or is_compiling() else _fused_kernels(device)
+    if kernels is None:
         if fused and device.type == "cuda":
             reason = _triton.import_error() or "they do not run on this device"
             raise RuntimeError(f"fused=True: the Triton kernels are unavailable ({reason})")
-        return [], index
+        if fused and device.type == "cpu" and _batched_path(device) is _host_split:
+            reason = _cpu.import_error() or "ADAMP_TORCH_CPU_KERNEL=0"
+            raise RuntimeError(f"fused=True: the fused CPU kernel is unavailable ({reason})")
+        return None, [], index
+    required = fused and device.type == "cuda"
     taken: list[int] = []
     rest: list[int] = []
     for i in index:
-        unfit = _triton.unsupported_reason(params[i], grads[i], *(s[i] for s in states))
-        if unfit is not None and fused and device.type == "cuda":
+        unfit = kernels.unsupported_reason(params[i], grads[i], *(s[i] for s in states))
+        if unfit is not None and required:
             raise ValueError(f"fused=True: params[{i}] cannot take the Triton kernels: {unfit}")
         (rest if unfit is not None else taken).append(i)
-    return taken, rest
+    return kernels, taken, rest
+
+
+def _kernel_options(kernels: ModuleType, workspace: Workspace | None) -> dict[str, Any]:
+    """What a fused kernel call takes besides the step's arguments: the Triton kernels'
+    tables live in the workspace; the CPU kernel keeps none."""
+    return {"workspace": _triton_workspace(workspace)} if kernels is _triton else {}
 
 
 def _triton_workspace(workspace: Workspace | None) -> _triton.Workspace | None:
@@ -965,9 +993,10 @@ def adamp(
         foreach: ``None``/``True``: one batch per (device, dtype); ``False``: one tensor
             at a time. Same numbers either way.
         fused: the fused kernels: ``None`` = where available (the Triton kernels on CUDA,
-            or torch's fused AdamW kernel for the moments: not Nesterov, not under
-            ``torch.compile``); ``False`` = foreach ops only; ``True`` = require them (on
-            CUDA the Triton kernels, for every tensor).
+            the C++ kernel on CPU, else torch's fused AdamW kernel for the moments: not
+            Nesterov, not under ``torch.compile``); ``False`` = foreach ops only; ``True`` =
+            require them (on CUDA the Triton kernels, for every tensor; on CPU the C++
+            kernel, for every tensor it takes).
         workspace: reusable scratch buffers and constants (see :class:`Workspace`); the
             optimizer classes keep one. ``None`` allocates per call.
     """
@@ -999,11 +1028,15 @@ def adamp(
         if foreach is False and not sharded:
             _single_tensor_adamp(*_pick_all(lists, index), delta=delta, **hparams)
             continue
-        taken, index = _fused_split(fused, sharded, index, params, grads, exp_avgs, exp_avg_sqs)
-        if taken:
-            workspace_ = _triton_workspace(workspace)
-            _triton.adamp_step(
-                *_pick_all(lists, taken), delta=delta, **hparams, workspace=workspace_
+        kernels, taken, index = _fused_split(
+            fused, sharded, index, params, grads, exp_avgs, exp_avg_sqs
+        )
+        if kernels is not None and taken:
+            kernels.adamp_step(
+                *_pick_all(lists, taken),
+                delta=delta,
+                **hparams,
+                **_kernel_options(kernels, workspace),
             )
         if not index:
             continue
@@ -1074,9 +1107,10 @@ def sgdp(
         maximize: ascend instead of descend.
         foreach: as in :func:`adamp`.
         fused: the fused kernels: ``None`` = where available (the Triton kernels on CUDA;
-            on CPU torch's fused SGD kernel for unprojected tensors when ``momentum > 0``);
-            ``False`` = foreach ops only; ``True`` = on CUDA the Triton kernels for every
-            tensor (an error where impossible; on CPU the same as ``None``).
+            on CPU the C++ kernel, else torch's fused SGD kernel for unprojected tensors
+            when ``momentum > 0``); ``False`` = foreach ops only; ``True`` = require them
+            (on CUDA the Triton kernels for every tensor, an error where impossible; on
+            CPU the C++ kernel, for every tensor it takes).
         workspace: as in :func:`adamp`.
     """
     params, (grads, momentum_buffers), shardings = _localize(params, (grads, momentum_buffers))
@@ -1101,11 +1135,13 @@ def sgdp(
         if foreach is False and not sharded:
             _single_tensor_sgdp(*_pick_all(lists, index), delta=delta, **hparams)
             continue
-        taken, index = _fused_split(fused, sharded, index, params, grads, momentum_buffers)
-        if taken:
-            workspace_ = _triton_workspace(workspace)
-            _triton.sgdp_step(
-                *_pick_all(lists, taken), delta=delta, **hparams, workspace=workspace_
+        kernels, taken, index = _fused_split(fused, sharded, index, params, grads, momentum_buffers)
+        if kernels is not None and taken:
+            kernels.sgdp_step(
+                *_pick_all(lists, taken),
+                delta=delta,
+                **hparams,
+                **_kernel_options(kernels, workspace),
             )
         if not index:
             continue

@@ -323,9 +323,9 @@ class AdamP(_ProjectedOptimizer):
         foreach: ``None`` (default) or ``True``: process each (device, dtype) group as a
             batch; ``False``: one tensor at a time (same numbers, slower).
         fused: the fused kernels: ``None`` (default) where available (on CUDA the
-            Triton kernels, Nesterov included; else torch's fused AdamW kernel for the
-            moments: not Nesterov, eager), ``False`` never, ``True`` always (an error
-            where impossible; not with ``nesterov=True``).
+            Triton kernels, on CPU the C++ kernel, Nesterov included; else torch's fused
+            AdamW kernel for the moments: not Nesterov, eager), ``False`` never, ``True``
+            always (an error where impossible; not with ``nesterov=True``).
     """
 
     _state_keys = ("exp_avg", "exp_avg_sq")
@@ -417,9 +417,10 @@ class SGDP(_ProjectedOptimizer):
         maximize: maximize the objective instead of minimizing (default False).
         foreach: as in :class:`AdamP`.
         fused: the fused kernels: ``None`` (default) where available (the Triton kernels
-            on CUDA; on CPU torch's fused SGD kernel for unprojected tensors when
-            ``momentum > 0``), ``False`` never, ``True`` on CUDA the Triton kernels for
-            every tensor (an error where impossible; on CPU the same as ``None``).
+            on CUDA; on CPU the C++ kernel, else torch's fused SGD kernel for unprojected
+            tensors when ``momentum > 0``), ``False`` never, ``True`` required (on CUDA
+            the Triton kernels for every tensor; on CPU the C++ kernel for every tensor
+            it takes; an error where impossible).
     """
 
     _state_keys = ("momentum",)

@@ -101,3 +101,20 @@ def test_distributed_benchmark_runs_on_two_ranks(tmp_path: Path) -> None:
         assert set(times) == {"AdamW(fused)", "AdamW(foreach)", "AdamP", "SGD(foreach)", "SGDP"}
         assert all(t > 0 for t in times.values())
     assert "| fsdp2/orthogonal |" in (tmp_path / "distributed.md").read_text()
+
+
+def test_memory_benchmark_runs_in_fresh_processes() -> None:
+    """Each reading is its own process; ours keeps no more than torch's fused optimizer
+    beyond the state (a tiny model: a few pages of tolerance)."""
+    pytest.importorskip("torch")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "benchmarks.memory", "--set", "tiny", "--dtypes", "float32",
+           "--steps", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| float32 |")]
+    labels = [line.split("|")[2].strip() for line in rows]
+    assert labels == ["ours AdamP()", "torch AdamW(fused=True)", "ours SGDP()",
+                      "torch SGD(fused=True)"]  # fmt: skip
+    states = [float(line.split("|")[3]) for line in rows]
+    assert states == [8.0, 8.0, 4.0, 4.0]

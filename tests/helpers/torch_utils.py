@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 import adamp_core
@@ -76,3 +79,32 @@ def reference_run(
 
 def max_diff(ours: list[torch.Tensor], ref: list[np.ndarray]) -> float:
     return max(float(np.max(np.abs(p.detach().cpu().numpy() - r))) for p, r in zip(ours, ref))
+
+
+CPU_PATHS = ("kernel", "host", "device")
+"""The batched CPU paths: the C++ kernel (the default), the composite path with decisions
+read on the host (the C++ kernel off), and the device path (decisions kept on the device,
+what CUDA and ``torch.compile`` run)."""
+
+
+def require_cpu_kernel() -> None:
+    """Fail unless the C++ kernel is built; skip only where no C++ compiler is installed."""
+    from adamp_torch import _cpu
+
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler here: the fused CPU kernel cannot be built")
+    assert _cpu.available("cpu"), _cpu.import_error()
+
+
+def use_cpu_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Send the CPU steps of the test down one of :data:`CPU_PATHS`."""
+    import adamp_torch.functional
+
+    if path == "kernel":
+        require_cpu_kernel()
+    elif path == "host":
+        monkeypatch.setenv("ADAMP_TORCH_CPU_KERNEL", "0")
+    elif path == "device":
+        monkeypatch.setattr(adamp_torch.functional, "HOST_DECISIONS", False)
+    else:
+        raise ValueError(path)

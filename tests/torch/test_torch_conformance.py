@@ -1,7 +1,9 @@
 """Every PyTorch code path against the NumPy reference and the authors' adamp 0.3.0.
 
-Each eager path runs twice: with the projection decisions read on the host (what CPU
-does) and kept on the device (what CUDA and torch.compile do), forced here on CPU.
+Each eager path runs on the three batched CPU paths: the C++ kernel (the CPU default), the
+composite path with the projection decisions read on the host (where the kernel is off or
+does not take a tensor), and decisions kept on the device (what CUDA and torch.compile do),
+forced here on CPU.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import sys
 
 import pytest
 
-import adamp_torch.functional
 from adamp_core.testing import (
     CASES,
     CONFIGS,
@@ -22,7 +23,7 @@ from adamp_core.testing import (
 )
 from adamp_torch.conformance import backends, make_factory
 from helpers.oracles import AuthorsUnderTest, authors_configs
-from helpers.torch_utils import paired_max_diff
+from helpers.torch_utils import CPU_PATHS, paired_max_diff, use_cpu_path
 
 EAGER = {b.name: b for b in backends() if b.name != "torch-compiled"}
 
@@ -38,13 +39,11 @@ def _assert_passed(results: list) -> None:
     assert {r.branch for r in results} == {"channel", "layer", "none"}
 
 
-@pytest.fixture(params=["host-decisions", "device-decisions"])
+@pytest.fixture(params=CPU_PATHS)
 def decisions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test with decisions read on the host (CPU default) or kept on the device."""
-    if request.param == "device-decisions":
-        monkeypatch.setattr(adamp_torch.functional, "HOST_DECISIONS", False)
-    else:
-        assert adamp_torch.functional.HOST_DECISIONS
+    """Run the test on each batched CPU path: the C++ kernel (the default), the composite
+    path with decisions read on the host, decisions kept on the device."""
+    use_cpu_path(monkeypatch, request.param)
     return str(request.param)
 
 

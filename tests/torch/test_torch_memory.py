@@ -14,6 +14,7 @@ import torch
 
 import adamp_torch.functional
 from adamp_torch import SGDP, AdamP
+from helpers.torch_utils import use_cpu_path
 
 CHUNK = 600
 #: Model shapes: many tensors whose total is far above CHUNK, one above it on its own,
@@ -66,8 +67,9 @@ def _scratch_numels(opt: torch.optim.Optimizer) -> list[int]:
 
 @pytest.fixture(params=["host", "device"])
 def decisions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "device":
-        monkeypatch.setattr(adamp_torch.functional, "HOST_DECISIONS", False)
+    """The composite paths, which keep scratch (the C++ kernel keeps none: see
+    ``test_torch_cpu_kernel``)."""
+    use_cpu_path(monkeypatch, request.param)
     return str(request.param)
 
 
@@ -96,10 +98,15 @@ def test_scratch_is_bounded_by_the_chunk_or_the_largest_tensor(
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("path", ["kernel", "host"])
 @pytest.mark.parametrize("name", ["AdamP", "SGDP"])
-def test_state_is_the_only_full_size_memory_in_16_bit(name: str) -> None:
-    """bfloat16: the state stays bfloat16 (as torch's own optimizers keep it) and the kept
-    scratch (float32 working copies) is bounded by the chunk, not by the model."""
+def test_state_is_the_only_full_size_memory_in_16_bit(
+    name: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bfloat16: the state stays bfloat16 (as torch's own optimizers keep it); the C++
+    kernel keeps no scratch, and the composite path's (float32 working copies) is bounded
+    by the chunk, not by the model."""
+    use_cpu_path(monkeypatch, path)
     params, opt = _run(name, torch.bfloat16, orthogonal=True)
     total = sum(p.numel() for p in params)
     for p in params:
@@ -108,8 +115,10 @@ def test_state_is_the_only_full_size_memory_in_16_bit(name: str) -> None:
                 assert value.dtype == torch.bfloat16 and value.shape == p.shape
     chunk = adamp_torch.functional._CHUNK_NUMEL
     assert total < chunk
-    # a model below one chunk is one sub-batch: each scratch buffer holds at most the model
-    assert max(_scratch_numels(opt)) <= total
+    if path == "kernel":
+        assert _scratch_numels(opt) == []
+    else:  # a model below one chunk is one sub-batch: a scratch buffer holds at most it
+        assert 0 < max(_scratch_numels(opt)) <= total
 
 
 def test_sub_batches_cut_at_the_chunk() -> None:
@@ -127,13 +136,18 @@ def test_sub_batches_cut_at_the_chunk() -> None:
 @pytest.mark.parametrize("shape", [(5000, 1), (5000, 4), (5000, 1, 1, 1)], ids=str)
 @pytest.mark.parametrize("kind", ["random", "layer", "zero-head"])
 @pytest.mark.parametrize("name", ["AdamP", "SGDP"])
-def test_short_rows_match_the_authors(shape: tuple[int, ...], kind: str, name: str) -> None:
+@pytest.mark.parametrize("path", ["kernel", "host"])
+def test_short_rows_match_the_authors(
+    shape: tuple[int, ...], kind: str, name: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """float64, 3 steps, against the authors' adamp 0.3.0 (to 1e-12): a random gradient
     (the screen drops the channel view, the layer test decides), one orthogonal to the
     whole tensor (the layer view projects), and one whose first rows are zero (the sampled
-    rows pass the channel test: no screening)."""
+    rows pass the channel test: no screening). The C++ kernel stops testing rows where one
+    fails instead."""
     import adamp
 
+    use_cpu_path(monkeypatch, path)
     gen = torch.Generator().manual_seed(7)
     start = torch.randn(shape, generator=gen, dtype=torch.float64)
     ours = start.clone().requires_grad_()

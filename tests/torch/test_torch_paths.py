@@ -12,7 +12,7 @@ import torch
 import adamp_core
 from adamp_core.testing import FLOAT64_ABS_TOL
 from adamp_torch import SGDP, AdamP, functional
-from helpers.torch_utils import max_diff, set_suite_grads, suite_tensors
+from helpers.torch_utils import max_diff, set_suite_grads, suite_tensors, use_cpu_path
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -86,9 +86,10 @@ def test_cuda_matches_reference_and_never_syncs(name: str) -> None:
 def test_cpu_skips_the_projection_work_for_unprojected_tensors(
     name: str, hparams: dict[str, Any], kernel: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On CPU the decision is read on the host: only the projected tensor gets the
-    <P_r, Z_r> reductions, the others are finished by torch's fused kernel; the numbers
-    still match the reference."""
+    """On CPU's composite path (the C++ kernel off) the decision is read on the host:
+    only the projected tensor gets the <P_r, Z_r> reductions, the others are finished by
+    torch's fused kernel; the numbers still match the reference."""
+    use_cpu_path(monkeypatch, "host")
     gen = torch.Generator().manual_seed(3)
     weights = [torch.randn(6, 10, generator=gen, dtype=torch.float64) for _ in range(2)]
     weights.append(torch.randn(6, generator=gen, dtype=torch.float64))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import adamp_torch.functional
 from adamp_torch import SGDP, AdamP
-from helpers.torch_utils import set_suite_grads, suite_tensors
+from helpers.torch_utils import CPU_PATHS, set_suite_grads, suite_tensors, use_cpu_path
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -139,7 +138,7 @@ TENSORS = [
     ((9,), "random", "none"),
     ((6, 5, 2, 2), "row-cl", "channel"),
 ]
-PATHS = ["host", "device", "single"]
+PATHS = [*CPU_PATHS, "single"]
 
 
 def _low_inputs(dtype: torch.dtype, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -208,9 +207,10 @@ def _make(optimizer: str, hp: dict, params: list[torch.Tensor], path: str) -> to
 
 @pytest.fixture(params=PATHS)
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each path: decisions on the host (CPU default), on the device, one tensor at a time."""
-    if request.param == "device":
-        monkeypatch.setattr(adamp_torch.functional, "HOST_DECISIONS", False)
+    """Each path: the C++ kernel (CPU default), decisions on the host, on the device, one
+    tensor at a time."""
+    if request.param != "single":
+        use_cpu_path(monkeypatch, request.param)
     return str(request.param)
 
 
