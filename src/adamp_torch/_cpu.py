@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from adamp_core.validation import validate_variant
+
 from ._layout import Scalar, kernel_unfit
 
 __all__ = ["BRANCHES", "adamp_step", "available", "build", "import_error", "sgdp_step"]
@@ -211,8 +213,7 @@ def sgdp_step(
             ``"paper"`` (only the update is).
         branches: see :func:`adamp_step`.
     """
-    if variant not in ("authors", "paper"):
-        raise ValueError(f"variant must be 'authors' or 'paper', got {variant!r}")
+    validate_variant(variant)
     if not params:
         return
     _check("sgdp_step", params, None)

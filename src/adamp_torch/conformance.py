@@ -3,7 +3,8 @@
 One :class:`~adamp_core.testing.Backend` per path, each running this package's
 optimizer classes on CPU tensors of the suite's dtype:
 
-* ``torch``: the defaults (batched; torch's fused AdamW / SGD kernels where they apply);
+* ``torch``: the defaults (on CPU the fused C++ kernel where it builds, else the batched
+  path with torch's fused AdamW / SGD kernels where they apply);
 * ``torch-single``: ``foreach=False``, one tensor at a time;
 * ``torch-foreach``: ``fused=False``, foreach ops only (AdamP's Nesterov path);
 * ``torch-compiled``: ``step()`` under ``torch.compile`` with a tensor learning rate

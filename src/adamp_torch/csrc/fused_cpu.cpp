@@ -72,34 +72,44 @@ struct Totals {
   int64_t failing = 0;
 };
 
-// sum(a*a), sum(b*b), sum(a*b) over n elements (`omp simd`: summed in vector lanes).
+// sum(a*a), sum(b*b), sum(a*b) over n elements: summed in vector lanes (`omp simd`), in
+// pieces of kRowChunk elements whose sums are then added (a two-level sum: the rounding
+// error grows with the piece and the piece count, not with n).
 template <typename S, typename C>
 inline void sums3(const S* a, const S* b, int64_t n, C& aa, C& bb, C& ab) {
-  C sa = 0, sb = 0, sab = 0;
+  aa = bb = ab = 0;
+  for (int64_t lo = 0; lo < n; lo += kRowChunk) {
+    const int64_t hi = std::min(n, lo + kRowChunk);
+    C sa = 0, sb = 0, sab = 0;
 #pragma omp simd reduction(+ : sa, sb, sab)
-  for (int64_t j = 0; j < n; ++j) {
-    C x = IO<S>::load(a[j]), y = IO<S>::load(b[j]);
-    sa += x * x;
-    sb += y * y;
-    sab += x * y;
+    for (int64_t j = lo; j < hi; ++j) {
+      C x = IO<S>::load(a[j]), y = IO<S>::load(b[j]);
+      sa += x * x;
+      sb += y * y;
+      sab += x * y;
+    }
+    aa += sa;
+    bb += sb;
+    ab += sab;
   }
-  aa = sa;
-  bb = sb;
-  ab = sab;
 }
 
-// sum(a*a) and sum(a*u) for storage a and compute-dtype u.
+// sum(a*a) and sum(a*u) for storage a and compute-dtype u, summed like sums3.
 template <typename S, typename C>
 inline void sums2(const S* a, const C* u, int64_t n, C& aa, C& au) {
-  C sa = 0, su = 0;
+  aa = au = 0;
+  for (int64_t lo = 0; lo < n; lo += kRowChunk) {
+    const int64_t hi = std::min(n, lo + kRowChunk);
+    C sa = 0, su = 0;
 #pragma omp simd reduction(+ : sa, su)
-  for (int64_t j = 0; j < n; ++j) {
-    C x = IO<S>::load(a[j]);
-    sa += x * x;
-    su += x * u[j];
+    for (int64_t j = lo; j < hi; ++j) {
+      C x = IO<S>::load(a[j]);
+      sa += x * x;
+      su += x * u[j];
+    }
+    aa += sa;
+    au += su;
   }
-  aa = sa;
-  au = su;
 }
 
 inline int64_t blocks_of(int64_t numel, int64_t units) {
@@ -161,11 +171,11 @@ Totals<C> statistics(const S* p, const S* g, int64_t rows, int64_t n, C threshol
           row_sums3<decltype(len)::value>(p + r * n, g + r * n, m, n, pp.data(), gg.data(),
                                           pg.data());
         });
-        int64_t failing = 0;
+        int32_t failing = 0;  // (32 bits: the same lane width as a float compare)
         C spp = 0, sgg = 0, spg = 0;
-#pragma omp simd reduction(+ : failing, spp, sgg, spg)
+#pragma omp simd reduction(| : failing) reduction(+ : spp, sgg, spg)
         for (int64_t k = 0; k < m; ++k) {
-          failing += !(cosine(pg[k], pp[k], gg[k], eps) < threshold);
+          failing |= !(cosine(pg[k], pp[k], gg[k], eps) < threshold);
           spp += pp[k];
           sgg += gg[k];
           spg += pg[k];
