@@ -12,7 +12,7 @@ the sums of the scale-invariance test, for the layer branch ``<P, U>``, then mom
 weights in one pass, with float32 math (float64 for float64 storage) and one rounding of
 each result to the storage dtype (bfloat16 / float16 included: no working copies).
 
-The build uses ``torch.utils.cpp_extension`` (a C++17 compiler with OpenMP and ``_Float16``,
+The build uses ``torch.utils.cpp_extension`` (a C++ compiler with OpenMP and ``_Float16``,
 such as GCC 12, and ninja) and is cached under ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``), keyed on the source, the torch version and this CPU's
 instruction set (it is compiled with ``-march=native``). If it cannot be built, the
@@ -27,7 +27,6 @@ import os
 import platform
 import threading
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -136,16 +135,6 @@ def _ops() -> object:
     return _state["ops"]
 
 
-def _check(name: str, params: Sequence[Tensor], steps: Sequence[Tensor] | None) -> None:
-    for p in params:
-        reason = unsupported_reason(p, p)
-        if reason is not None or p.dtype != params[0].dtype:
-            raise ValueError(f"{name}: {reason or 'tensors must share one dtype'}")
-    for s in steps or ():
-        if s.dtype != torch.float32 or s.device.type != "cpu" or s.numel() != 1:
-            raise ValueError(f"{name}: state_steps must be one-element float32 CPU tensors")
-
-
 def adamp_step(
     params: list[Tensor],
     grads: list[Tensor],
@@ -168,7 +157,8 @@ def adamp_step(
 
     Args:
         params, grads, exp_avgs, exp_avg_sqs: as in :func:`adamp_torch.functional.adamp`;
-            every tensor accepted by :func:`unsupported_reason`.
+            every tensor accepted by :func:`unsupported_reason` (the kernel checks the
+            layout again and raises ``RuntimeError`` before touching anything).
         state_steps: one-element float32 step counts, incremented here before use.
         lr, beta1, beta2, eps, weight_decay, delta, wd_ratio, nesterov, maximize: as in
             :func:`adamp_torch.functional.adamp` (a tensor lr is read on the host).
@@ -177,7 +167,6 @@ def adamp_step(
     """
     if not params:
         return
-    _check("adamp_step", params, state_steps)
     _ops().adamp_step(  # type: ignore[attr-defined]
         params, grads, exp_avgs, exp_avg_sqs, state_steps, float(lr), float(beta1),
         float(beta2), float(eps), float(weight_decay), float(delta), float(wd_ratio),
@@ -216,7 +205,6 @@ def sgdp_step(
     validate_variant(variant)
     if not params:
         return
-    _check("sgdp_step", params, None)
     _ops().sgdp_step(  # type: ignore[attr-defined]
         params, grads, momentum_buffers, float(lr), float(momentum), float(dampening),
         float(weight_decay), bool(nesterov), float(eps), float(delta), float(wd_ratio),

@@ -186,3 +186,24 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatc
             opt_b.step()
     assert [str(c.message).count("could not be built") for c in caught] == [1]
     assert float((a - b).detach().abs().max()) <= 1e-14
+
+
+def test_a_direct_call_checks_layouts_before_touching_anything() -> None:
+    """The kernel walks raw memory: a layout it does not take is refused up front, and no
+    tensor of the call (the first, valid one included) is changed."""
+    good = torch.randn(4, 5)
+    transposed = torch.randn(6, 4).t()
+    cases = {
+        "rows out of order": ([good, transposed], [torch.randn(4, 5), torch.randn(4, 6)]),
+        "grad laid out otherwise": ([good, torch.randn(4, 6)], [torch.randn(4, 5), transposed]),
+    }
+    for name, (params, grads) in cases.items():
+        before = [p.clone() for p in params]
+        states = [[torch.zeros_like(p) for p in params] for _ in range(2)]
+        steps = [torch.zeros(()) for _ in params]
+        with pytest.raises(RuntimeError, match="adamp_cpu"):
+            _cpu.adamp_step(
+                params, grads, *states, steps, **ADAMP_HP, nesterov=False, maximize=False
+            )
+        assert all(torch.equal(a, b) for a, b in zip(params, before)), name
+        assert all(float(s) == 0 for s in steps), name

@@ -488,16 +488,33 @@ void record(const std::optional<at::Tensor>& branches, size_t t, int32_t branch)
   if (branches.has_value()) branches->data_ptr<int32_t>()[t] = branch;
 }
 
+// What the passes rely on, checked for every tensor (they walk raw memory): one CPU dtype,
+// each parameter a dense block whose rows (axis 0) are contiguous blocks in order, and its
+// gradient and state laid out the same way.
 void check_lists(at::TensorList params, std::initializer_list<at::TensorList> others) {
-  for (const auto& list : others) TORCH_CHECK(list.size() == params.size(), "adamp_cpu: list lengths differ");
-  for (const auto& p : params) {
-    TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == params[0].scalar_type(),
-                "adamp_cpu: every tensor must be a CPU tensor of one dtype");
+  for (const auto& list : others) {
+    TORCH_CHECK(list.size() == params.size(), "adamp_cpu: list lengths differ");
+  }
+  for (size_t t = 0; t < params.size(); ++t) {
+    const at::Tensor& p = params[t];
+    TORCH_CHECK(p.device().is_cpu() && p.layout() == at::kStrided &&
+                    p.scalar_type() == params[0].scalar_type(),
+                "adamp_cpu: params[", t, "] is not a dense CPU tensor of the first one's dtype");
+    TORCH_CHECK(p.is_non_overlapping_and_dense() && !p.is_conj() && !p.is_neg() &&
+                    (p.dim() < 2 || p.size(0) < 2 || p.stride(0) * p.size(0) == p.numel()),
+                "adamp_cpu: params[", t, "]'s rows are not contiguous blocks in order");
+    for (const auto& list : others) {
+      const at::Tensor& o = list[t];
+      TORCH_CHECK(o.device().is_cpu() && o.layout() == at::kStrided &&
+                      o.scalar_type() == p.scalar_type() && o.sizes() == p.sizes() &&
+                      o.strides() == p.strides() && !o.is_conj() && !o.is_neg(),
+                  "adamp_cpu: a gradient or state of params[", t,
+                  "] is not laid out like its parameter");
+    }
   }
 }
 
 double next_step(const at::Tensor& step) {
-  TORCH_CHECK(step.scalar_type() == at::kFloat && step.numel() == 1, "adamp_cpu: step counts must be float32");
   float* s = step.data_ptr<float>();
   *s += 1.0f;
   return *s;
@@ -508,7 +525,12 @@ void adamp_step(
     at::TensorList exp_avg_sqs, at::TensorList steps, double lr, double beta1, double beta2,
     double eps, double weight_decay, double delta, double wd_ratio, bool nesterov,
     bool maximize, const std::optional<at::Tensor>& branches) {
-  check_lists(params, {grads, exp_avgs, exp_avg_sqs, steps});
+  check_lists(params, {grads, exp_avgs, exp_avg_sqs});
+  TORCH_CHECK(steps.size() == params.size(), "adamp_cpu: list lengths differ");
+  for (const auto& step : steps) {
+    TORCH_CHECK(step.device().is_cpu() && step.scalar_type() == at::kFloat && step.numel() == 1,
+                "adamp_cpu: step counts must be one-element float32 CPU tensors");
+  }
   if (params.empty()) return;
   by_dtype(params[0].scalar_type(), [&](auto tag) {
     using S = decltype(tag);
